@@ -1,0 +1,16 @@
+"""Pure-PyTorch Recurrent Independent Mechanisms (no RL code here)."""
+
+from .attention import CommunicationAttention, InputAttention, select_active
+from .group_cells import GroupGRUCell, GroupLinear, GroupLSTMCell
+from .rim import RIM, RIMCell
+
+__all__ = [
+    "RIM",
+    "RIMCell",
+    "GroupLinear",
+    "GroupLSTMCell",
+    "GroupGRUCell",
+    "InputAttention",
+    "CommunicationAttention",
+    "select_active",
+]

@@ -1,0 +1,310 @@
+"""Recurrent Independent Mechanisms: ``RIMCell`` (one step) and ``RIM`` (a sequence, stacked layers).
+
+Goyal et al., "Recurrent Independent Mechanisms", ICLR 2021 (arXiv 1909.10893).
+
+Shapes: T time, B batch, U mechanisms, N input elements, D input size, H hidden size per mechanism.
+The public state is a tuple of ``[B, U, H]`` tensors, ``(h, c)`` for LSTM cells and ``(h,)`` for GRU
+cells; inside the time loop the mechanism axis goes first, ``[U, B, H]``, for batched matmuls.
+
+Speed (see DESIGN §2): everything that does not depend on the state is computed for all T steps
+before the loop. With a single input element the input attention is a 2-way softmax between the
+element and the null element, so the gate input of mechanism u is
+``W_u·(Σ_h p_h V_h(x) + (1 - p_h) V_h(0)) / heads + b_u``: the products ``W_u V_h(x)`` are one big matmul
+before the loop and each step only scales them by the attention ``p``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .attention import CommunicationAttention, InputAttention, select_active
+from .group_cells import CELLS, _check_positive
+
+State = tuple[torch.Tensor, ...]
+
+
+class RIMCell(nn.Module):
+    """One step of a layer of Recurrent Independent Mechanisms.
+
+    Input attention with a null element selects the ``k_active`` mechanisms that attend least to the
+    null element; those update their own LSTM/GRU cell and then read the other mechanisms through
+    communication attention. Inactive mechanisms keep their state exactly.
+
+    :param input_size: size D of one input element
+    :param hidden_size: hidden size H of each mechanism
+    :param num_units: number of mechanisms U (paper: 6)
+    :param k_active: mechanisms active per step, 1..U (paper: 4 for the sequence tasks, 5 for RL)
+    :param cell: ``"lstm"`` or ``"gru"``
+    :param input_key_size: input attention key size (paper: 64)
+    :param input_value_size: input attention value size, the cell's input size (paper: 400)
+    :param num_input_heads: input attention heads (paper: 1 sequence tasks, 4 RL)
+    :param input_dropout: dropout on the input attention probabilities (paper: 0.1; 0 for RL)
+    :param comm_key_size: communication key size per head (paper: 32)
+    :param comm_value_size: communication value size per head (paper: 32)
+    :param num_comm_heads: communication heads (paper: 4)
+    :param comm_dropout: dropout on the communication probabilities (paper: 0.1; 0 for RL)
+    :param comm_top_k: sparse communication: each mechanism reads only its ``comm_top_k`` most
+        attended mechanisms; ``None`` = dense (paper)
+    :param use_communication: ``False`` removes the communication step (an ablation)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_units: int = 6,
+        k_active: int = 4,
+        cell: str = "lstm",
+        *,
+        input_key_size: int = 64,
+        input_value_size: int = 400,
+        num_input_heads: int = 1,
+        input_dropout: float = 0.1,
+        comm_key_size: int = 32,
+        comm_value_size: int = 32,
+        num_comm_heads: int = 4,
+        comm_dropout: float = 0.1,
+        comm_top_k: int | None = None,
+        use_communication: bool = True,
+    ):
+        super().__init__()
+        _check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
+        if not (isinstance(k_active, int) and 1 <= k_active <= num_units):
+            raise ValueError(f"k_active must be an integer in 1..num_units={num_units}, got {k_active!r}")
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.input_size, self.hidden_size, self.num_units, self.k_active = input_size, hidden_size, num_units, k_active
+        self.cell_type = cell
+        self.input_attention = InputAttention(
+            input_size, hidden_size, num_units, input_key_size, input_value_size, num_input_heads, input_dropout
+        )
+        self.cell = CELLS[cell](input_value_size, hidden_size, num_units)
+        self.communication = (
+            CommunicationAttention(
+                hidden_size, num_units, comm_key_size, comm_value_size, num_comm_heads, comm_dropout, comm_top_k
+            )
+            if use_communication
+            else None
+        )
+        self._compiled_step: Callable | None = None
+
+    @property
+    def output_size(self) -> int:
+        """Size of the concatenated hidden states, U * H."""
+        return self.num_units * self.hidden_size
+
+    @property
+    def num_states(self) -> int:
+        """2 for LSTM cells (h, c), 1 for GRU cells (h,)."""
+        return self.cell.num_states
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zero state: a tuple of ``num_states`` tensors [B, U, H]."""
+        p = self.cell.w_hh
+        shape = (batch_size, self.num_units, self.hidden_size)
+        return tuple(torch.zeros(shape, device=device or p.device, dtype=p.dtype) for _ in range(self.num_states))
+
+    def compile_step(self, **compile_kwargs) -> "RIMCell":
+        """Run the per-step computation under ``torch.compile`` (an option: roughly halves small-batch
+        cost on a CPU after 10-30 s of compilation). Returns ``self``."""
+        self._compiled_step = torch.compile(self._step, **compile_kwargs)
+        return self
+
+    # ------------------------------------------------------------------ input checks
+    def _check_input(self, x: torch.Tensor, seq_dims: int) -> torch.Tensor:
+        """Bring the input to ``[*lead, N, D]`` where ``lead`` has ``seq_dims`` axes."""
+        if x.dim() not in (seq_dims + 1, seq_dims + 2):
+            want = ("[B, D] or [B, N, D]", "[T, B, D] or [T, B, N, D]")[seq_dims - 1]
+            raise ValueError(f"input must be {want}, got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input's last axis must be input_size={self.input_size}, got shape {tuple(x.shape)}")
+        return x.unsqueeze(-2) if x.dim() == seq_dims + 1 else x
+
+    def _check_state(self, state: State, batch_size: int) -> State:
+        shape = (batch_size, self.num_units, self.hidden_size)
+        if len(state) != self.num_states or any(tuple(s.shape) != shape for s in state):
+            got = [tuple(s.shape) for s in state]
+            raise ValueError(f"state must be {self.num_states} tensor(s) of shape {shape} ({self.cell_type}), got {got}")
+        return state
+
+    # ------------------------------------------------------------------ the computation
+    def _precompute(self, xs: torch.Tensor) -> dict:
+        """Everything that does not depend on the state, for all steps at once.
+
+        :param xs: [T, B, N, D]
+        :return: a dict of per-step tensor tuples (``unbind`` over T, never indexed per step) and constants
+        """
+        att, cell = self.input_attention, self.cell
+        heads, u = att.num_heads, self.num_units
+        pre = {"hw": torch.cat([att.query.weight, cell.w_hh], dim=-1)}  # [U, H, heads*K + G*H]
+        pre["hb"] = torch.cat([cell.b_hh.new_zeros(u, 1, heads * att.key_size), cell.b_hh], dim=-1)
+        if xs.shape[2] == 1:  # one element: the 2-way softmax fast path
+            x = xs[:, :, 0]  # [T, B, D]
+            kx = (att.key(x) * att.scale).unflatten(-1, (heads, att.key_size))  # [T, B, heads, K]
+            vx = nn.functional.linear(x, att.value.weight).unflatten(-1, (heads, att.value_size))  # no bias
+            w = cell.w_ih.permute(1, 0, 2).flatten(1)  # [V, U*G*H]
+            d = (vx @ w).unflatten(-1, (u, -1))  # [T, B, heads, U, G*H]: W_u V_h(x) without the value bias
+            d = d.permute(0, 3, 1, 2, 4)  # [T, U, B, heads, G*H]
+            d = d.squeeze(3).contiguous() if heads == 1 else d.flatten(1, 2)  # [T, U, B, G*H] or [T, U*B, heads, G*H]
+            a0 = torch.einsum("hv,uvg->uhg", att.value.bias.view(heads, -1), cell.w_ih)  # W_u V_h(0) [U, heads, G*H]
+            pre["a0"] = a0
+            pre["c"] = a0.mean(1, keepdim=True) + cell.b_ih  # input gates with all attention on null [U, 1, G*H]
+            pre["steps"] = list(zip(kx.unbind(0), d.unbind(0)))
+        else:
+            keys, values = att.keys_values(xs)  # [T, B, N+1, heads, K], [T, B, N+1, heads, V]
+            pre["steps"] = list(zip(keys.unbind(0), values.unbind(0)))
+        return pre
+
+    def _step(self, pre: dict, step_in: tuple, state: State) -> tuple[State, torch.Tensor]:
+        """One step from precomputed input terms. ``state``: tensors [U, B, H]. Returns the new state
+        and the active mask [U, B]."""
+        att, cell = self.input_attention, self.cell
+        u, b = state[0].shape[:2]
+        proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])
+        q, gh = proj.split([att.num_heads * att.key_size, proj.shape[-1] - att.num_heads * att.key_size], dim=-1)
+        if "c" in pre:
+            kx, d = step_in
+            logits = (q.unflatten(-1, (att.num_heads, att.key_size)) * kx).sum(-1)  # [U, B, heads]
+            p = logits.sigmoid()  # attention on the element; 1 - p on the null element
+            null_prob = 1.0 - p.mean(-1)
+            if self.training and att.dropout.p > 0:
+                px, p0 = att.dropout(p), att.dropout(1.0 - p)
+                gi = torch.einsum("ubh,ubhg->ubg", px, d.view(u, b, att.num_heads, -1)) / att.num_heads
+                gi = gi + torch.einsum("ubh,uhg->ubg", px + p0, pre["a0"]) / att.num_heads + cell.b_ih
+            elif att.num_heads == 1:
+                gi = torch.addcmul(pre["c"], p, d)
+            else:
+                gi = torch.bmm((p / att.num_heads).view(u * b, 1, -1), d).view(u, b, -1) + pre["c"]
+        else:
+            attended, null_prob = att.attend(q, *step_in)
+            gi = cell.input_gates(attended)
+        active = select_active(null_prob, self.k_active)
+        m = active.unsqueeze(-1)
+        new = cell.update(gi, gh, state)
+        if self.communication is None:
+            return tuple(torch.where(m, n, s) for n, s in zip(new, state)), active
+        h = torch.where(m, new[0], state[0])
+        h = torch.where(m, h + self.communication(h), h)
+        return (h, *(torch.where(m, n, s) for n, s in zip(new[1:], state[1:]))), active
+
+    def sequence(
+        self, xs: torch.Tensor, state: State | None = None, episode_starts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """Run the layer over a sequence.
+
+        :param xs: inputs [T, B, D] or a set of elements per step [T, B, N, D]
+        :param state: tuple of [B, U, H]; ``None`` = zeros
+        :param episode_starts: [T, B], nonzero where an episode starts: that row's state is zeroed
+            before the step
+        :return: hidden states [T, B, U, H], the final state (tuple of [B, U, H]), active mask bool [T, B, U]
+        """
+        xs = self._check_input(xs, 2)
+        t, b = xs.shape[:2]
+        state = self.initial_state(b, xs.device) if state is None else self._check_state(state, b)
+        state = tuple(s.transpose(0, 1) for s in state)  # [U, B, H]
+        if episode_starts is not None:
+            if tuple(episode_starts.shape) != (t, b):
+                raise ValueError(f"episode_starts must be [T, B] = {(t, b)}, got {tuple(episode_starts.shape)}")
+            keep = (1.0 - episode_starts.to(xs.dtype)).view(t, 1, b, 1).unbind(0)
+            reset_at = episode_starts.bool().any(1).tolist()
+        step = self._compiled_step or self._step
+        pre = self._precompute(xs)
+        hs, actives = [], []
+        for i, step_in in enumerate(pre["steps"]):
+            if episode_starts is not None and reset_at[i]:
+                state = tuple(s * keep[i] for s in state)
+            state, active = step(pre, step_in, state)
+            hs.append(state[0])
+            actives.append(active)
+        h = torch.stack(hs).transpose(1, 2)  # [T, U, B, H] -> [T, B, U, H]
+        return h, tuple(s.transpose(0, 1) for s in state), torch.stack(actives).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """One step.
+
+        :param x: input [B, D] or a set of elements [B, N, D]
+        :param state: tuple of [B, U, H] (``initial_state``); ``None`` = zeros
+        :return: h [B, U, H], the new state, active mask bool [B, U]
+        """
+        x = self._check_input(x, 1)
+        h, state, active = self.sequence(x.unsqueeze(0), state)
+        return h[0], state, active[0]
+
+
+class RIM(nn.Module):
+    """A sequence module of stacked RIM layers, a drop-in for ``nn.LSTM`` (time-major).
+
+    Layer l > 0 reads the concatenated hidden states of layer l - 1. Extra keyword arguments go to
+    every :class:`RIMCell` (attention sizes, dropout, ``comm_top_k``...).
+
+    :param input_size: size D of one input element
+    :param hidden_size: hidden size H of each mechanism
+    :param num_units: number of mechanisms U per layer (paper: 6)
+    :param k_active: mechanisms active per step (paper: 4 sequence tasks, 5 RL)
+    :param cell: ``"lstm"`` or ``"gru"``
+    :param num_layers: number of stacked layers L
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_units: int = 6,
+        k_active: int = 4,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        **cell_kwargs,
+    ):
+        super().__init__()
+        _check_positive(num_layers=num_layers)
+        self.layers = nn.ModuleList(
+            RIMCell(input_size if i == 0 else num_units * hidden_size, hidden_size, num_units, k_active, cell, **cell_kwargs)
+            for i in range(num_layers)
+        )
+        self.input_size, self.hidden_size, self.num_units, self.k_active = input_size, hidden_size, num_units, k_active
+        self.num_layers = num_layers
+
+    @property
+    def output_size(self) -> int:
+        """Size of one output step, U * H."""
+        return self.num_units * self.hidden_size
+
+    @property
+    def num_states(self) -> int:
+        return self.layers[0].num_states
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zero state: a tuple of ``num_states`` tensors [L, B, U, H]."""
+        return tuple(torch.stack(s) for s in zip(*(layer.initial_state(batch_size, device) for layer in self.layers)))
+
+    def compile_step(self, **compile_kwargs) -> "RIM":
+        """Compile every layer's step with ``torch.compile`` (see :meth:`RIMCell.compile_step`)."""
+        for layer in self.layers:
+            layer.compile_step(**compile_kwargs)
+        return self
+
+    def forward(
+        self, xs: torch.Tensor, state: State | None = None, episode_starts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """:param xs: inputs [T, B, D], or a set of elements per step [T, B, N, D] (first layer)
+        :param state: tuple of [L, B, U, H] (``initial_state``); ``None`` = zeros
+        :param episode_starts: [T, B], nonzero where an episode starts: the state of that row is
+            zeroed before the step, in every layer
+        :return: out [T, B, U*H] (last layer), final state (tuple of [L, B, U, H]),
+            active mask bool [T, B, U] of the last layer
+        """
+        if state is not None:
+            want = (self.num_layers, xs.shape[1], self.num_units, self.hidden_size)
+            if len(state) != self.num_states or any(tuple(s.shape) != want for s in state):
+                got = [tuple(s.shape) for s in state]
+                raise ValueError(f"state must be {self.num_states} tensor(s) of shape {want}, got {got}")
+        finals = []
+        for i, layer in enumerate(self.layers):
+            layer_state = None if state is None else tuple(s[i] for s in state)
+            h, layer_state, active = layer.sequence(xs, layer_state, episode_starts)
+            xs = h.flatten(2)
+            finals.append(layer_state)
+        return xs, tuple(torch.stack(s) for s in zip(*finals)), active
