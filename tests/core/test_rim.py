@@ -1,0 +1,237 @@
+"""Behaviour of RIMCell and RIM: the semantics of DESIGN §1 and the pitfalls of public versions."""
+
+import pytest
+import torch
+from torch import nn
+
+from rims_rl import RIM, RIMCell
+from rims_rl.core import CommunicationAttention, InputAttention
+
+from .reference import reference_step
+
+SMALL = dict(input_key_size=8, input_value_size=12, comm_key_size=4, comm_value_size=5)
+
+
+def make_cell(cell="lstm", d=7, h=5, u=6, k=4, seed=0, **kw):
+    torch.manual_seed(seed)
+    return RIMCell(d, h, u, k, cell, **{**SMALL, "input_dropout": 0.0, "comm_dropout": 0.0, **kw}).eval()
+
+
+def random_state(cell, b, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(b, cell.num_units, cell.hidden_size, generator=g) for _ in range(cell.num_states))
+
+
+CASES = [
+    dict(cell="lstm"),
+    dict(cell="gru"),
+    dict(cell="lstm", num_input_heads=4),
+    dict(cell="gru", num_input_heads=3, comm_top_k=2),
+    dict(cell="lstm", use_communication=False),
+]
+
+
+@pytest.mark.parametrize("n", [None, 1, 4])
+@pytest.mark.parametrize("kw", CASES)
+def test_step_matches_reference(kw, n):
+    """The batched step (fast single-element path and general path) equals the literal definition."""
+    cell = make_cell(**kw)
+    x = torch.randn(9, cell.input_size) if n is None else torch.randn(9, n, cell.input_size)
+    state = random_state(cell, 9)
+    h, new, active = cell(x, state)
+    ref_state, ref_active, _ = reference_step(cell, x if n else x.unsqueeze(1), state)
+    assert torch.equal(active, ref_active)
+    for a, b in zip(new, ref_state):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(h, new[0])
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_exactly_k_active_and_inactive_unchanged(cell_type, k):
+    cell = make_cell(cell_type, k=k)
+    state = random_state(cell, 32)
+    for n in (1, 3):
+        h, new, active = cell(torch.randn(32, n, cell.input_size), state)
+        assert active.shape == (32, cell.num_units)
+        assert (active.sum(1) == k).all()
+        for s_old, s_new in zip(state, new):
+            assert torch.equal(s_new[~active], s_old[~active])  # bit for bit
+            assert not torch.equal(s_new[active], s_old[active])  # active ones do move
+
+
+def test_k_equal_num_units_makes_all_active():
+    cell = make_cell(k=6)
+    _, _, active = cell(torch.randn(10, cell.input_size), random_state(cell, 10))
+    assert active.all()
+
+
+def test_mechanism_most_on_null_is_left_out():
+    cell = make_cell(k=5)
+    state = random_state(cell, 64)
+    x = torch.randn(64, 1, cell.input_size)
+    # the null-element attention from the attention module alone (state: [U, B, H] inside)
+    _, null = cell.input_attention(state[0].transpose(0, 1), x)
+    _, _, active = cell(x, state)
+    assert torch.equal(active.float().argmin(1), null.argmax(0))
+    assert (~active).sum() == 64
+
+
+def test_group_cells_equal_separate_torch_cells():
+    from rims_rl.core import GroupGRUCell, GroupLSTMCell
+
+    torch.manual_seed(0)
+    u, b, d, h = 4, 3, 6, 5
+    for group_cls, torch_cls in [(GroupLSTMCell, nn.LSTMCell), (GroupGRUCell, nn.GRUCell)]:
+        cells = [torch_cls(d, h) for _ in range(u)]
+        grouped = group_cls(d, h, u)
+        grouped.load_from_torch_cells(cells)
+        x = torch.randn(u, b, d)
+        state = tuple(torch.randn(u, b, h) for _ in range(grouped.num_states))
+        out = grouped(x, state)
+        for i, c in enumerate(cells):
+            ref = c(x[i], tuple(s[i] for s in state) if len(state) == 2 else state[0][i])
+            ref = ref if isinstance(ref, tuple) else (ref,)
+            for a, r in zip(out, ref):
+                torch.testing.assert_close(a[i], r)
+
+
+def test_no_two_mechanisms_share_weights_and_init_is_like_torch():
+    cell = make_cell(h=16)
+    bound = 1 / 16**0.5
+    for p in (cell.cell.w_ih, cell.cell.w_hh):
+        assert p.abs().max() <= bound and p.std() > bound / 3  # uniform(+-1/sqrt(H)), not a constant
+    for name, p in cell.named_parameters():
+        if p.dim() == 3:  # grouped: [U, ...], one weight set per mechanism
+            flat = p.flatten(1)
+            for i in range(len(flat)):
+                for j in range(i + 1, len(flat)):
+                    assert not torch.equal(flat[i], flat[j]), f"{name}: mechanisms {i} and {j} share weights"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+@pytest.mark.parametrize("heads", [1, 4])
+def test_gradient_reaches_every_parameter(cell_type, n, heads):
+    torch.manual_seed(0)
+    rim = RIM(7, 5, 6, 4, cell_type, num_input_heads=heads, **SMALL)  # train mode, dropout on
+    out, state, active = rim(torch.randn(12, 8, n, 7))
+    (out.pow(2).sum() + state[0].sum()).backward()
+    assert active.any(dim=(0, 1)).all(), "every mechanism should be active at some step"
+    for name, p in rim.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_rim_sequence_equals_stepping_cell():
+    torch.manual_seed(0)
+    rim = RIM(7, 5, 6, 3, num_layers=2, **SMALL, input_dropout=0.0, comm_dropout=0.0)
+    xs = torch.randn(6, 4, 7)
+    out, state, active = rim(xs)
+    s = [layer.initial_state(4) for layer in rim.layers]
+    for t in range(6):
+        x = xs[t]
+        for i, layer in enumerate(rim.layers):
+            h, s[i], act = layer(x, s[i])
+            x = h.flatten(1)
+        torch.testing.assert_close(out[t], x)
+        assert torch.equal(active[t], act)
+    torch.testing.assert_close(state[0], torch.stack([si[0] for si in s]))
+    torch.testing.assert_close(state[1], torch.stack([si[1] for si in s]))
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+def test_episode_starts_equal_fresh_state(cell_type):
+    torch.manual_seed(0)
+    rim = RIM(7, 5, 6, 4, cell_type, num_layers=2, **SMALL).eval()
+    xs = torch.randn(10, 3, 7)
+    starts = torch.zeros(10, 3)
+    starts[4, 1] = 1  # env 1 starts a new episode at step 4
+    state = tuple(torch.randn_like(s) for s in rim.initial_state(3))
+    out, _, _ = rim(xs, state, starts)
+    fresh, _, _ = rim(xs[4:, 1:2])  # the same env from a zero state
+    torch.testing.assert_close(out[4:, 1:2], fresh)
+    same, _, _ = rim(xs, state)  # rows without a start are untouched
+    torch.testing.assert_close(out[:, [0, 2]], same[:, [0, 2]])
+    assert not torch.allclose(out[4:, 1], same[4:, 1])
+
+
+def test_same_seed_same_output():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        rim = RIM(7, 5, **SMALL)  # dropout on, train mode
+        outs.append(rim(torch.randn(5, 2, 7))[0])
+    assert torch.equal(*outs)
+
+
+def test_dropout_only_in_training():
+    cell = make_cell(input_dropout=0.5, comm_dropout=0.5)
+    x, state = torch.randn(16, cell.input_size), random_state(cell, 16)
+    ref = cell(x, state)[0]
+    cell.train()
+    torch.manual_seed(0)
+    h, new, active = cell(x, state)
+    assert not torch.allclose(h, ref)
+    assert (active.sum(1) == cell.k_active).all()
+    assert torch.equal(new[1][~active], state[1][~active])
+    cell.eval()
+    assert torch.equal(cell(x, state)[0], ref)
+
+
+def test_sparse_communication_keeps_top_k():
+    torch.manual_seed(0)
+    comm = CommunicationAttention(5, 6, 4, 4, 2, dropout=0.0, top_k=2)
+    captured = {}
+    comm.dropout.register_forward_hook(lambda m, i, o: captured.setdefault("p", o))
+    comm(torch.randn(6, 3, 5))
+    p = captured["p"]  # [B, heads, U, U]
+    assert ((p > 0).sum(-1) == 2).all()
+    torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+
+
+def test_null_element_has_value_bias_and_zero_score():
+    att = InputAttention(4, 3, 2, key_size=5, value_size=6, num_heads=2, dropout=0.0)
+    keys, values = att.keys_values(torch.randn(7, 3, 4))
+    assert keys.shape == (7, 4, 2, 5) and values.shape == (7, 4, 2, 6)
+    assert torch.equal(keys[:, 0], torch.zeros(7, 2, 5))
+    assert torch.equal(values[:, 0], att.value.bias.view(2, 6).expand(7, 2, 6))
+
+
+def test_output_sizes_and_state_shapes():
+    rim = RIM(7, 5, 6, 4, "gru", num_layers=3, **SMALL)
+    out, state, active = rim(torch.randn(4, 2, 7))
+    assert rim.output_size == 30 and out.shape == (4, 2, 30)
+    assert len(state) == 1 and state[0].shape == (3, 2, 6, 5)
+    assert active.shape == (4, 2, 6) and active.dtype == torch.bool
+    assert [s.shape for s in rim.initial_state(2)] == [(3, 2, 6, 5)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(k_active=0), r"k_active must be an integer in 1..num_units=6, got 0"),
+        (dict(k_active=7), r"k_active .* got 7"),
+        (dict(hidden_size=0), r"hidden_size must be a positive integer, got 0"),
+        (dict(input_size=-3), r"input_size .* got -3"),
+        (dict(cell="rnn"), r"cell must be one of \['gru', 'lstm'\], got 'rnn'"),
+        (dict(input_dropout=1.0), r"input_dropout must be in \[0, 1\), got 1.0"),
+        (dict(comm_top_k=9), r"comm_top_k .* got 9"),
+        (dict(num_layers=0), r"num_layers .* got 0"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, match):
+    args = {**dict(input_size=7, hidden_size=5, num_units=6, k_active=4), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        RIM(**args)
+
+
+def test_bad_inputs_raise_clear_errors():
+    rim = RIM(7, 5, **SMALL)
+    with pytest.raises(ValueError, match=r"last axis must be input_size=7, got shape \(3, 2, 8\)"):
+        rim(torch.randn(3, 2, 8))
+    with pytest.raises(ValueError, match=r"episode_starts must be \[T, B\]"):
+        rim(torch.randn(3, 2, 7), episode_starts=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"state must be 2 tensor\(s\) of shape \(1, 2, 6, 5\)"):
+        rim(torch.randn(3, 2, 7), state=(torch.zeros(2, 6, 5),) * 2)
+    with pytest.raises(ValueError, match=r"input must be \[B, D\] or \[B, N, D\]"):
+        rim.layers[0](torch.randn(7))
