@@ -1,0 +1,156 @@
+"""Model wrappers for the supervised tasks: encoder -> recurrent core (RIM, LSTM or GRU) -> head.
+
+Shapes: T time, B batch, U mechanisms, H hidden size per mechanism, D input size, O core output size.
+Every wrapper has the same API: ``model(xs, state=None) -> (y, state, active)`` with ``active`` the
+RIM's active mask bool [T, B, U] (``None`` for the ``torch.nn`` baselines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..core import RIM
+
+MODELS = ("rim", "lstm", "gru")
+
+
+@dataclass
+class CoreConfig:
+    """The recurrent core of a task model; defaults are the sizes used here (shrunk from the paper).
+
+    :param model: ``"rim"``, ``"lstm"`` or ``"gru"``
+    :param num_units: RIM mechanisms U (paper: 6)
+    :param k_active: RIM mechanisms active per step (paper: 4)
+    :param unit_size: RIM hidden size H per mechanism (paper: 100 for copying/MNIST; 32 here)
+    :param input_value_size: RIM input attention value size (paper: 400; 64 here)
+    :param rim_cell: cell inside each mechanism, ``"lstm"`` or ``"gru"``
+    :param hidden_size: LSTM/GRU hidden size; ``None`` = ``num_units * unit_size`` (same state size
+        as the RIM, as in the paper's comparison)
+    :param rim_kwargs: further keyword arguments for :class:`rims_rl.core.RIM` (attention sizes, dropout)
+    """
+
+    model: str = "rim"
+    num_units: int = 6
+    k_active: int = 4
+    unit_size: int = 32
+    input_value_size: int = 64
+    rim_cell: str = "lstm"
+    hidden_size: int | None = None
+    rim_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+
+
+class RecurrentCore(nn.Module):
+    """A RIM, ``nn.LSTM`` or ``nn.GRU`` behind one interface (time-major).
+
+    :param input_size: size D of one input step
+    :param config: which core and its sizes
+    """
+
+    def __init__(self, input_size: int, config: CoreConfig):
+        super().__init__()
+        self.kind = config.model
+        if self.kind == "rim":
+            self.rnn = RIM(
+                input_size,
+                config.unit_size,
+                config.num_units,
+                config.k_active,
+                cell=config.rim_cell,
+                input_value_size=config.input_value_size,
+                **config.rim_kwargs,
+            )
+            self.output_size = self.rnn.output_size
+        else:
+            hidden = config.hidden_size or config.num_units * config.unit_size
+            self.rnn = (nn.LSTM if self.kind == "lstm" else nn.GRU)(input_size, hidden)
+            self.output_size = hidden
+
+    def forward(self, xs: torch.Tensor, state=None):
+        """:param xs: [T, B, D]
+        :param state: the core's own state (RIM: tuple of [L, B, U, H]; LSTM: (h, c) [1, B, O]); ``None`` = zeros
+        :return: out [T, B, O], new state, active bool [T, B, U] or ``None`` for LSTM/GRU
+        """
+        if self.kind == "rim":
+            return self.rnn(xs, state)
+        out, state = self.rnn(xs, state)
+        return out, state, None
+
+
+class SequenceModel(nn.Module):
+    """Encoder -> recurrent core -> head, applied to every step.
+
+    :param encoder: maps inputs [T, B, ...] to [T, B, D]
+    :param encoder_size: D
+    :param config: the core
+    :param head: maps [T, B, O] to outputs; built from the core size by ``make_head(O)``
+    """
+
+    def __init__(self, encoder: nn.Module, encoder_size: int, config: CoreConfig, make_head):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.core = RecurrentCore(encoder_size, config)
+        self.head = make_head(self.core.output_size)
+
+    def forward(self, xs: torch.Tensor, state=None):
+        """:param xs: inputs [T, B, ...] (see the task's wrapper)
+        :param state: the core's state, ``None`` = zeros
+        :return: outputs of the head per step [T, B, ...], new state, active bool [T, B, U] or ``None``
+        """
+        out, state, active = self.core(self.encoder(xs), state)
+        return self.head(out), state, active
+
+
+class CopyingModel(SequenceModel):
+    """Copying task: token embedding -> core -> logits over tokens.
+
+    :param num_tokens: vocabulary size (symbols + blank + delimiter)
+    :param config: the core
+    :param embed_size: embedding size E
+    Input tokens long [T, B]; output logits [T, B, num_tokens].
+    """
+
+    def __init__(self, num_tokens: int, config: CoreConfig, embed_size: int = 32):
+        super().__init__(nn.Embedding(num_tokens, embed_size), embed_size, config, lambda o: nn.Linear(o, num_tokens))
+
+
+class MnistModel(SequenceModel):
+    """Sequential MNIST: each pixel embedded by ``Linear(1, E)`` (a raw 0 pixel would equal the RIM's
+    null element) -> core -> class logits at every step (the last one is the prediction).
+
+    :param config: the core
+    :param embed_size: pixel embedding size E
+    :param num_classes: 10
+    Input pixels [T, B] or [T, B, 1] in [0, 1]; output logits [T, B, num_classes].
+    """
+
+    def __init__(self, config: CoreConfig, embed_size: int = 16, num_classes: int = 10):
+        super().__init__(nn.Linear(1, embed_size), embed_size, config, lambda o: nn.Linear(o, num_classes))
+
+    def forward(self, xs: torch.Tensor, state=None):
+        return super().forward(xs.unsqueeze(-1) if xs.dim() == 2 else xs, state)
+
+
+class BallsModel(SequenceModel):
+    """Bouncing balls: frame -> MLP encoder -> core -> logits of the next frame's pixels.
+
+    :param frame_size: frames are S x S
+    :param config: the core
+    :param embed_size: encoder output size E
+    Input frames [T, B, S, S] in [0, 1]; output next-frame logits [T, B, S, S].
+    """
+
+    def __init__(self, frame_size: int, config: CoreConfig, embed_size: int = 128):
+        pixels = frame_size * frame_size
+        encoder = nn.Sequential(nn.Flatten(2), nn.Linear(pixels, 256), nn.ReLU(), nn.Linear(256, embed_size), nn.ReLU())
+        head = lambda o: nn.Sequential(  # noqa: E731
+            nn.Linear(o, 256), nn.ReLU(), nn.Linear(256, pixels), nn.Unflatten(-1, (frame_size, frame_size))
+        )
+        super().__init__(encoder, embed_size, config, head)

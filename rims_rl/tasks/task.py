@@ -1,0 +1,61 @@
+"""The interface every supervised task implements, and option parsing shared by all tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .models import CoreConfig
+
+
+def build_dataclass(cls, values: dict[str, Any] | None, what: str):
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys with the list of allowed ones.
+
+    :param cls: a dataclass type
+    :param values: keyword values; ``None`` = all defaults
+    :param what: name used in the error message (e.g. ``"copying option"``)
+    """
+    values = dict(values or {})
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; allowed: {allowed}")
+    return cls(**values)
+
+
+class SupervisedTask:
+    """A supervised sequence task: data, model and metrics.
+
+    Subclasses set ``name`` and ``Options`` (a dataclass of task options) and implement
+    :meth:`make_model`, :meth:`sample_batch`, :meth:`loss` and :meth:`evaluate`.
+
+    :param options: task options (a dict, checked against ``Options``, or an ``Options`` instance)
+    :param core: the recurrent core of the model (a dict or :class:`CoreConfig`)
+    """
+
+    name: str = ""
+    Options: type = object
+
+    def __init__(self, options: dict | Any | None = None, core: dict | CoreConfig | None = None):
+        self.options = options if isinstance(options, self.Options) else build_dataclass(
+            self.Options, options, f"{self.name} option"
+        )
+        self.core = core if isinstance(core, CoreConfig) else build_dataclass(CoreConfig, core, "model option")
+
+    def make_model(self) -> torch.nn.Module:
+        """The task's model with the configured core."""
+        raise NotImplementedError
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator):
+        """A training batch drawn with ``generator`` (so a resumed run continues the same stream)."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss (a scalar tensor to minimise) and extra per-batch metrics."""
+        raise NotImplementedError
+
+    def evaluate(self, model: torch.nn.Module, generator: torch.Generator) -> dict[str, float]:
+        """Test metrics, names namespaced as ``"<condition>/<metric>"``; ``model`` is in eval mode."""
+        raise NotImplementedError

@@ -1,0 +1,190 @@
+"""Training loop for the supervised tasks: run directory, metrics, TensorBoard, atomic checkpoints, resume.
+
+A run directory holds ``config.json`` (the resolved config), ``checkpoint.pt`` (model, optimiser,
+step, random states; written atomically), ``metrics.json`` and ``metrics.csv`` (one row per
+evaluation) and TensorBoard event files. Calling :func:`train` on a directory that holds a
+checkpoint of the same config resumes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..utils import atomic_torch_save, atomic_write_text
+from .balls import BallsTask
+from .copying import CopyingTask
+from .mnist import MnistTask
+from .models import MODELS
+from .task import SupervisedTask, build_dataclass
+
+TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a supervised run (saved as ``config.json``).
+
+    :param task: ``"copying"``, ``"mnist"`` or ``"balls"``
+    :param model: ``"rim"``, ``"lstm"`` or ``"gru"``
+    :param seed: seeds the model init, dropout and the training data stream
+    :param steps: optimiser steps
+    :param batch_size: sequences per step
+    :param lr: Adam learning rate
+    :param grad_clip: gradient-norm clip (``None`` = off)
+    :param eval_every: evaluate, log and checkpoint every this many steps (and at the end)
+    :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is)
+    :param core: :class:`~rims_rl.tasks.models.CoreConfig` fields except ``model``
+    :param options: the task's option fields (e.g. ``train_gap`` for copying)
+    """
+
+    task: str = "copying"
+    model: str = "rim"
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    grad_clip: float | None = 1.0
+    eval_every: int = 250
+    num_threads: int | None = None
+    core: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; allowed: {sorted(TASKS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; allowed: {list(MODELS)}")
+        for name in ("steps", "batch_size", "eval_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if "model" in self.core:
+            raise ValueError("set the core type with TrainConfig.model, not core['model']")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict (``config.json``), rejecting unknown keys."""
+        return build_dataclass(cls, values, "train config key")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def make_task(self) -> SupervisedTask:
+        """The task with this config's options and core."""
+        return TASKS[self.task](self.options, {"model": self.model, **self.core})
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=list)
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    atomic_write_text(_json(rows), run_dir / "metrics.json")
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(buf.getvalue(), run_dir / "metrics.csv")
+
+
+def _normalise(config: TrainConfig) -> dict:
+    """The config as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(_json(config.to_dict()))
+
+
+def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print) -> list[dict]:
+    """Train (or resume) a run.
+
+    :param config: the run's config
+    :param run_dir: output folder; if it holds a checkpoint, the run resumes from it (the saved
+        config must equal ``config``)
+    :param progress: show a tqdm progress bar
+    :param log: function called with one-line status messages
+    :return: the metrics rows, one per evaluation (``step``, ``time_s``, ``train/loss``, test metrics)
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved != _normalise(config):
+            raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "
+                             f"or resume it with its own config ({config_path})")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    task = config.make_task()  # checks the options (and loads data) before anything is written
+    atomic_write_text(_json(config.to_dict()), config_path)
+    model = task.make_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    step, rows, elapsed = 0, [], 0.0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        data_gen.set_state(ckpt["data_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, rows, elapsed = ckpt["step"], ckpt["metrics"], ckpt["elapsed_s"]
+        log(f"resumed {run_dir} at step {step}/{config.steps}")
+
+    writer = SummaryWriter(str(run_dir), purge_step=step or None)
+    if step == 0:
+        writer.add_text("config", f"```\n{_json(config.to_dict())}\n```")
+
+    def evaluate_and_save(train_loss: float) -> None:
+        model.eval()
+        eval_gen = torch.Generator().manual_seed(10_000 + config.seed)  # the same test set at every evaluation
+        metrics = task.evaluate(model, eval_gen)
+        model.train()
+        row = {"step": step, "time_s": round(elapsed, 1), "train/loss": train_loss, **metrics}
+        rows.append(row)
+        for k, v in row.items():
+            if k != "step":
+                writer.add_scalar(k, v, step)
+        writer.flush()
+        _write_metrics(run_dir, rows)
+        atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_rng": data_gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "step": step, "metrics": rows, "elapsed_s": elapsed,
+             "config": config.to_dict()},
+            ckpt_path,
+        )
+
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"{config.task}/{config.model}",
+               dynamic_ncols=True)
+    running = None
+    while step < config.steps:
+        t0 = time.perf_counter()
+        loss, extra = task.loss(model, task.sample_batch(config.batch_size, data_gen))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        elapsed += time.perf_counter() - t0
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        writer.add_scalar("train/batch_loss", loss.item(), step)
+        for k, v in extra.items():
+            writer.add_scalar(f"train/{k}", v, step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % config.eval_every == 0 or step == config.steps:
+            evaluate_and_save(running)
+            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
+    bar.close()
+    writer.close()
+    return rows

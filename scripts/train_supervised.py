@@ -1,0 +1,104 @@
+"""Train a RIM, LSTM or GRU on one of the paper's supervised sequence tasks.
+
+    python scripts/train_supervised.py --task copying --model rim --seed 0 --run-dir runs/copying-rim-s0
+    python scripts/train_supervised.py --task mnist --model lstm --data-dir ../shared/data/mnist
+    python scripts/train_supervised.py --resume runs/copying-rim-s0      # continue a killed run
+
+Task options and core sizes: ``--opt KEY=VALUE`` (e.g. ``--opt train_gap=50``) and
+``--core KEY=VALUE`` (e.g. ``--core unit_size=64``); values are parsed as JSON, else kept as strings.
+A run directory that already holds a checkpoint of the same config is resumed automatically.
+The run directory receives config.json, checkpoint.pt, metrics.json, metrics.csv and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rims_rl.tasks import TASKS, TrainConfig, train
+from rims_rl.tasks.models import MODELS
+
+
+def _pairs(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", help=f"one of {sorted(TASKS)}")
+    p.add_argument("--model", default="rim", help=f"one of {list(MODELS)} (default rim)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="optimiser steps (default: the task's preset)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--data-dir", help="MNIST: folder with the IDX files (t10k-images-idx3-ubyte[.gz], ...)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="task option")
+    p.add_argument("--core", action="append", default=[], metavar="KEY=VALUE", help="core size option")
+    p.add_argument("--run-dir", help="output folder (default runs/<task>-<model>-s<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+# Per-task presets (the sizes used for results/; see results/README.md for how they were shrunk).
+PRESETS = {
+    "copying": {"steps": 4000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
+    "mnist": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
+    "balls": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
+}
+
+
+def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    if args.resume:
+        run_dir = Path(args.resume)
+        path = run_dir / "config.json"
+        if not path.is_file():
+            raise ValueError(f"--resume {run_dir}: no config.json there, so no run to resume")
+        return TrainConfig.from_dict(json.loads(path.read_text())), run_dir
+    if args.task is None:
+        raise ValueError(f"--task is required: one of {sorted(TASKS)} (or --resume RUN_DIR)")
+    if args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; allowed: {sorted(TASKS)}")
+    values = dict(PRESETS[args.task], task=args.task, model=args.model, seed=args.seed, num_threads=args.threads)
+    for key in ("steps", "batch_size", "lr", "eval_every"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    values["options"] = _pairs(args.opt, "--opt")
+    values["core"] = _pairs(args.core, "--core")
+    if args.data_dir:
+        values["options"]["data_dir"] = str(Path(args.data_dir).resolve())
+    config = TrainConfig.from_dict(values)
+    run_dir = Path(args.run_dir or f"runs/{args.task}-{args.model}-s{args.seed}")
+    return config, run_dir
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config, run_dir = build_config(args)
+        rows = train(config, run_dir, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python scripts/train_supervised.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(json.dumps(rows[-1], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
