@@ -1,0 +1,195 @@
+"""Recurrent cores of the RIM policies, with sb3-contrib's state layout: ``(h, c)``, each ``[L, B, S]``.
+
+sb3-contrib's ``RecurrentPPO`` sizes its state and rollout buffer from ``policy.lstm_actor.num_layers``
+and ``.hidden_size`` and stores exactly one ``(h, c)`` pair per head. Both cores here accept and return
+that pair: :class:`RimCore` views its flat ``[L, B, U*H]`` state as ``[L, B, U, H]`` inside (a GRU
+cell's placeholder ``c`` stays zero), :class:`LstmCore` is an ``nn.LSTM``. Both handle episode starts
+inside a sequence in one call.
+
+Shapes: T time, B batch (environments or sequence chunks), L layers, U mechanisms, H hidden size of a
+mechanism, S = U*H the flat state size, N input elements, D size of one element, F = N*D features.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from rims_rl.core import RIM, RIMCell
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+#: Paper RL setting (Goyal et al. 2021, appendix): 6 mechanisms, 5 active, 4 input heads, no dropout.
+RL_RIM_DEFAULTS: dict[str, Any] = dict(
+    num_units=6, k_active=5, cell="lstm", num_input_heads=4, input_dropout=0.0, comm_dropout=0.0
+)
+
+#: Keys ``rim_kwargs`` accepts: the ``RIM`` arguments and every keyword-only ``RIMCell`` argument.
+RIM_KWARGS = ("hidden_size", "num_units", "k_active", "cell", "num_layers") + tuple(
+    name for name, p in inspect.signature(RIMCell.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY
+)
+
+
+def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int, n_lstm_layers: int) -> dict[str, Any]:
+    """Complete the user's ``rim_kwargs`` with the paper RL defaults.
+
+    :param rim_kwargs: the user's RIM arguments (keys from ``RIM_KWARGS``), or ``None``
+    :param lstm_hidden_size: the policy's ``lstm_hidden_size``: by default each of the U mechanisms gets
+        ``lstm_hidden_size // U`` units, so the RIM state is about as large as the LSTM baseline's
+    :param n_lstm_layers: the policy's ``n_lstm_layers``, the default ``num_layers``
+    :return: a new dict with every RIM argument the core is built with
+    """
+    given = dict(rim_kwargs or {})
+    unknown = sorted(set(given) - set(RIM_KWARGS))
+    if unknown:
+        raise ValueError(f"unknown rim_kwargs {unknown}; allowed keys: {sorted(RIM_KWARGS)}")
+    out = {**RL_RIM_DEFAULTS, "num_layers": n_lstm_layers, **given}
+    units = out["num_units"]
+    if not (isinstance(units, int) and units > 0):
+        raise ValueError(f"rim_kwargs['num_units'] must be a positive integer, got {units!r}")
+    if "hidden_size" not in out:
+        if lstm_hidden_size < units:
+            raise ValueError(f"lstm_hidden_size={lstm_hidden_size} leaves no hidden units for num_units={units} "
+                             "mechanisms: pass rim_kwargs['hidden_size']")
+        out["hidden_size"] = lstm_hidden_size // units
+    return out
+
+
+class _CoreConfigCheck:
+    """Stores the core's configuration in the state dict (``_extra_state``), so that loading weights
+    into a core built differently fails with an error naming both configurations."""
+
+    config: dict[str, Any]
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if dict(state) != self.config:
+            raise ValueError(
+                f"the saved recurrent core configuration {dict(state)} does not match this policy's "
+                f"{self.config}: build the policy with the saved settings (core, rim_kwargs, lstm_hidden_size...)"
+            )
+
+
+class RimCore(_CoreConfigCheck, nn.Module):
+    """A :class:`~rims_rl.core.RIM` behind sb3-contrib's LSTM interface.
+
+    ``num_layers`` and ``hidden_size`` are what sb3-contrib reads to size states (``hidden_size`` is the
+    flat state size S = U*H, not the size of one mechanism: that is ``unit_size``).
+
+    :param input_size: flat features size F = N*D from the features extractor
+    :param num_elements: N, the number of input elements the features hold (``[.., N*D]`` is viewed as
+        ``[.., N, D]``); 1 = the whole feature vector is one element (paper)
+    :param rim_kwargs: ``RIM`` arguments: ``hidden_size`` (H, required), ``num_units``, ``k_active``,
+        ``cell``, ``num_layers`` and the ``RIMCell`` keywords (attention sizes, heads, dropout...)
+    """
+
+    def __init__(self, input_size: int, num_elements: int, rim_kwargs: dict[str, Any]):
+        super().__init__()
+        if input_size % num_elements:
+            raise ValueError(f"features size {input_size} is not a multiple of num_elements={num_elements}")
+        kwargs = dict(rim_kwargs)
+        self.rim = RIM(input_size // num_elements, kwargs.pop("hidden_size"), **kwargs)
+        self.input_size, self.num_elements = input_size, num_elements
+        self.num_layers, self.num_units, self.unit_size = self.rim.num_layers, self.rim.num_units, self.rim.hidden_size
+        self.hidden_size = self.num_units * self.unit_size
+        self.config = {"core": "rim", "input_size": input_size, "num_elements": num_elements, **rim_kwargs}
+        self.last_active: torch.Tensor | None = None
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one environment's state in the RIM rollout buffer: ``(U, H)``, ``(L, U, H)`` if L > 1."""
+        return (self.num_units, self.unit_size) if self.num_layers == 1 else (self.num_layers, self.num_units, self.unit_size)
+
+    def forward(self, xs: torch.Tensor, state: State, episode_starts: torch.Tensor) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """Run the RIM over a sequence; an episode start zeroes that row's state before the step.
+
+        :param xs: features [T, B, F]
+        :param state: (h, c), each [L, B, U*H] (``c`` is a zero placeholder for GRU cells)
+        :param episode_starts: [T, B], 1 where an episode starts
+        :return: out [T, B, U*H], the new (h, c) [L, B, U*H], active mask bool [T, B, U] (last layer),
+            which is also kept in ``last_active``
+        """
+        t, b = xs.shape[:2]
+        if self.num_elements > 1:
+            xs = xs.unflatten(-1, (self.num_elements, -1))  # [T, B, N*D] -> [T, B, N, D]
+        units = (self.num_layers, b, self.num_units, self.unit_size)
+        rim_state = tuple(s.reshape(units) for s in state[: self.rim.num_states])  # [L, B, U*H] -> [L, B, U, H]
+        out, rim_state, active = self.rim(xs, rim_state, episode_starts)
+        h = rim_state[0].flatten(2)  # [L, B, U, H] -> [L, B, U*H]
+        c = rim_state[1].flatten(2) if len(rim_state) > 1 else torch.zeros_like(h)
+        self.last_active = active
+        return out, (h, c), active
+
+
+class LstmCore(_CoreConfigCheck, nn.LSTM):
+    """An ``nn.LSTM`` (the baseline core, DESIGN §5) that resets states at episode starts inside a sequence.
+
+    Runs one fused ``nn.LSTM`` call per stretch of steps without a reset. Weights are initialised
+    orthogonally with zero biases (CleanRL's ``ppo_atari_lstm.py``).
+
+    :param input_size: features size F
+    :param hidden_size: LSTM hidden size S
+    :param num_layers: L
+    :param lstm_kwargs: other ``nn.LSTM`` arguments (``dropout``...)
+    """
+
+    num_units = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **lstm_kwargs):
+        unknown = sorted(set(lstm_kwargs) - {"bias", "dropout"})
+        if unknown:
+            raise ValueError(f"lstm_kwargs accepts only 'bias' and 'dropout' (time-major, one direction), got {unknown}")
+        super().__init__(input_size, hidden_size, num_layers=num_layers, **lstm_kwargs)
+        for name, p in self.named_parameters():
+            nn.init.orthogonal_(p) if name.startswith("weight") else nn.init.zeros_(p)
+        self.config = {"core": "lstm", "input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
+        self.config.update(lstm_kwargs)
+        self.last_active: torch.Tensor | None = None
+
+    @property
+    def unit_size(self) -> int:
+        return self.hidden_size
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one environment's state in the rollout buffer: ``(1, S)``, ``(L, 1, S)`` if L > 1."""
+        return (1, self.hidden_size) if self.num_layers == 1 else (self.num_layers, 1, self.hidden_size)
+
+    def forward(self, xs: torch.Tensor, state: State, episode_starts: torch.Tensor) -> tuple[torch.Tensor, State, None]:
+        """:param xs: features [T, B, F]
+        :param state: (h, c), each [L, B, S]
+        :param episode_starts: [T, B], 1 where an episode starts: that row's state is zeroed before the step
+        :return: out [T, B, S], the new (h, c), ``None`` (an LSTM has no active mask)
+        """
+        reset_at = episode_starts.bool().any(1).nonzero().flatten().tolist()
+        cuts = [t for t in reset_at if t > 0]
+        outs = []
+        for start, piece in zip([0, *cuts], xs.tensor_split(cuts, dim=0)):
+            if start in reset_at:
+                keep = (1.0 - episode_starts[start].to(xs.dtype)).view(1, -1, 1)
+                state = (state[0] * keep, state[1] * keep)
+            out, state = super().forward(piece, state)
+            outs.append(out)
+        return torch.cat(outs) if len(outs) > 1 else outs[0], state, None
+
+
+def build_core(kind: str, input_size: int, num_elements: int, hidden_size: int, num_layers: int,
+               rim_kwargs: dict[str, Any], lstm_kwargs: dict[str, Any]) -> RimCore | LstmCore:
+    """Build the recurrent core of one head (actor or critic).
+
+    :param kind: ``"rim"`` or ``"lstm"``
+    :param input_size: features size F
+    :param num_elements: input elements N in the features (RIM core only)
+    :param hidden_size: LSTM hidden size (LSTM core only)
+    :param num_layers: LSTM layers (LSTM core only)
+    :param rim_kwargs: resolved RIM arguments (RIM core only)
+    :param lstm_kwargs: extra ``nn.LSTM`` arguments (LSTM core only)
+    """
+    if kind == "rim":
+        return RimCore(input_size, num_elements, rim_kwargs)
+    return LstmCore(input_size, hidden_size, num_layers, **lstm_kwargs)

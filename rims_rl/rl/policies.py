@@ -1,0 +1,182 @@
+"""Recurrent actor-critic policies with a RIM core (or an ``nn.LSTM`` core) for sb3-contrib and ``RimPPO``.
+
+The features extractor (NatureCNN, flatten or combined) feeds the recurrent core; the actor and value
+heads read the core's output, the concatenated mechanism states ``[B, U*H]`` (not the features: the
+authors' released Atari code makes that mistake and its RIM gets no gradient).
+
+Shapes: T time, B batch, L layers, U mechanisms, H hidden size of a mechanism, S = U*H.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import Schedule
+
+from .cores import LstmCore, RimCore, resolve_rim_kwargs
+from .extractors import SpatialNatureCNN
+
+CORES = ("rim", "lstm")
+INPUT_ELEMENTS = ("vector", "spatial")
+
+
+class RimActorCriticPolicy(RecurrentActorCriticPolicy):
+    """sb3-contrib's recurrent actor-critic policy with a RIM core (Goyal et al., ICLR 2021).
+
+    Everything else is ``RecurrentActorCriticPolicy``: state resets on ``episode_start``,
+    ``predict(obs, state, episode_start)`` returning the new state, a separate critic core
+    (``enable_critic_lstm``) or a shared one (``shared_lstm``) or none. The state travels as sb3-contrib's
+    ``(h, c)`` pair of ``[L, B, U*H]`` tensors (a zero ``c`` for GRU cells), so plain
+    ``sb3_contrib.RecurrentPPO`` runs this policy unchanged; ``RimPPO`` trains it faster.
+
+    :param observation_space: observation space
+    :param action_space: action space
+    :param lr_schedule: learning rate schedule
+    :param core: ``"rim"`` (default) or ``"lstm"``: an ``nn.LSTM`` of ``lstm_hidden_size`` instead, the
+        baseline of the Atari comparison trained by the same code (DESIGN §5)
+    :param rim_kwargs: RIM arguments, e.g. ``dict(num_units=6, k_active=5, hidden_size=85, cell="lstm")``;
+        defaults are the paper's RL setting (6 mechanisms, 5 active, 4 input heads, no dropout) and
+        ``hidden_size = lstm_hidden_size // num_units``. Allowed keys: ``cores.RIM_KWARGS``.
+        Keep the dropouts at 0: rollouts run in eval mode and PPO's ratio assumes the same network.
+    :param input_elements: ``"vector"``: the features are one input element (paper); ``"spatial"``:
+        each position of the last convolution's feature map is an element (``CnnRimPolicy`` only, or an
+        extractor with a ``num_elements`` attribute), so mechanisms compete for image regions
+    :param lstm_hidden_size: LSTM core size; for the RIM core the default total state size
+    :param n_lstm_layers: layers of the LSTM core; the default ``num_layers`` of the RIM core
+    :param lstm_kwargs: ``nn.LSTM`` arguments of the LSTM core (``bias``, ``dropout``)
+    :param kwargs: the other ``RecurrentActorCriticPolicy`` arguments (``net_arch``, ``ortho_init``,
+        ``features_extractor_class``, ``shared_lstm``, ``enable_critic_lstm``...)
+    """
+
+    #: features extractor used when none is given, per ``input_elements``
+    default_extractors: ClassVar[dict[str, type[BaseFeaturesExtractor]]] = {"vector": FlattenExtractor}
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        *,
+        core: str = "rim",
+        rim_kwargs: dict[str, Any] | None = None,
+        input_elements: str = "vector",
+        lstm_hidden_size: int = 256,
+        n_lstm_layers: int = 1,
+        lstm_kwargs: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        if core not in CORES:
+            raise ValueError(f"core must be one of {CORES}, got {core!r}")
+        if input_elements not in INPUT_ELEMENTS:
+            raise ValueError(f"input_elements must be one of {INPUT_ELEMENTS}, got {input_elements!r}")
+        if core == "lstm" and rim_kwargs:
+            raise ValueError(f"rim_kwargs apply to core='rim' only, got core='lstm' with rim_kwargs={rim_kwargs}")
+        if kwargs.get("shared_lstm") and kwargs.get("enable_critic_lstm", True):
+            raise ValueError("shared_lstm=True needs enable_critic_lstm=False (a shared core, or a separate one)")
+        if kwargs.get("features_extractor_class") is None:
+            if input_elements not in self.default_extractors:
+                raise ValueError(f"input_elements={input_elements!r} needs an image policy (CnnRimPolicy) or a "
+                                 "features_extractor_class with a num_elements attribute")
+            kwargs["features_extractor_class"] = self.default_extractors[input_elements]
+        self.core_kind, self.input_elements = core, input_elements
+        self.rim_kwargs = resolve_rim_kwargs(rim_kwargs, lstm_hidden_size, n_lstm_layers) if core == "rim" else None
+        self.core_lstm_kwargs = dict(lstm_kwargs or {})
+        self._lstm_hidden_size, self._n_lstm_layers = lstm_hidden_size, n_lstm_layers
+        if core == "rim":  # what the parent sizes the heads (and its throwaway nn.LSTMs) with
+            state_size = self.rim_kwargs["num_units"] * self.rim_kwargs["hidden_size"]
+            layers = self.rim_kwargs["num_layers"]
+        else:
+            state_size, layers = lstm_hidden_size, n_lstm_layers
+        super().__init__(observation_space, action_space, lr_schedule, lstm_hidden_size=state_size,
+                         n_lstm_layers=layers, lstm_kwargs=lstm_kwargs, **kwargs)
+
+        num_elements = 1
+        if input_elements == "spatial":
+            num_elements = getattr(self.features_extractor, "num_elements", None)
+            if num_elements is None:
+                raise ValueError(f"input_elements='spatial' needs a features extractor with a num_elements "
+                                 f"attribute (e.g. SpatialNatureCNN), got {type(self.features_extractor).__name__}")
+        # Replace the parent's nn.LSTMs by the cores. Built after super().__init__(), they get no
+        # orthogonal init from SB3: RimCore keeps the RIM's own per-mechanism init, LstmCore initialises
+        # itself orthogonally; and the optimizer must be rebuilt to see them.
+        self.lstm_actor = self._build_core(num_elements)
+        self.lstm_critic = self._build_core(num_elements) if self.enable_critic_lstm else None
+        self.lstm_hidden_state_shape = (layers, 1, state_size)  # (L, 1, S), for predict()
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.last_active: torch.Tensor | None = None
+
+    def _build_core(self, num_elements: int) -> RimCore | LstmCore:
+        if self.core_kind == "rim":
+            return RimCore(self.features_dim, num_elements, self.rim_kwargs)
+        return LstmCore(self.features_dim, self._lstm_hidden_size, self._n_lstm_layers, **self.core_lstm_kwargs)
+
+    @staticmethod
+    def _process_sequence(
+        features: torch.Tensor,
+        lstm_states: tuple[torch.Tensor, torch.Tensor],
+        episode_starts: torch.Tensor,
+        lstm: RimCore | LstmCore,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Run a core over ``n_seq`` sequences in one call, episode starts resetting the state inside.
+
+        :param features: [n_seq * T, F], sequence-major (sb3-contrib's layout)
+        :param lstm_states: (h, c), each [L, n_seq, S], the state before the first step
+        :param episode_starts: [n_seq * T]
+        :param lstm: the core
+        :return: core output [n_seq * T, S] and the final (h, c)
+        """
+        n_seq = lstm_states[0].shape[1]
+        xs = features.reshape(n_seq, -1, features.shape[-1]).transpose(0, 1)  # (n_seq * T, F) -> (T, n_seq, F)
+        starts = episode_starts.reshape(n_seq, -1).transpose(0, 1)  # (n_seq * T,) -> (T, n_seq)
+        out, states, _ = lstm(xs, lstm_states, starts)
+        return out.transpose(0, 1).flatten(0, 1), states  # (T, n_seq, S) -> (n_seq * T, S)
+
+    def forward(
+        self, obs: torch.Tensor, lstm_states: RNNStates, episode_starts: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, RNNStates]:
+        """sb3-contrib's acting step; also keeps the actor core's active mask [T, B, U] in ``last_active``
+        (``None`` for the LSTM core), which ``RimPPO``'s rollout buffer stores."""
+        out = super().forward(obs, lstm_states, episode_starts, deterministic)
+        self.last_active = self.lstm_actor.last_active
+        return out
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        # the stock recurrent policy saves none of its own arguments, so policy.save/load loses them
+        data = super()._get_constructor_parameters()
+        data.update(
+            core=self.core_kind,
+            rim_kwargs=self.rim_kwargs,
+            input_elements=self.input_elements,
+            lstm_hidden_size=self._lstm_hidden_size,
+            n_lstm_layers=self._n_lstm_layers,
+            lstm_kwargs=self.core_lstm_kwargs,
+            shared_lstm=self.shared_lstm,
+            enable_critic_lstm=self.enable_critic_lstm,
+            share_features_extractor=self.share_features_extractor,
+        )
+        return data
+
+
+class MlpRimPolicy(RimActorCriticPolicy):
+    """RIM policy for vector observations (features: the flattened observation). See :class:`RimActorCriticPolicy`."""
+
+
+class CnnRimPolicy(RimActorCriticPolicy):
+    """RIM policy for images: NatureCNN features as one element, or with ``input_elements="spatial"``
+    each position of its last feature map (:class:`SpatialNatureCNN`). See :class:`RimActorCriticPolicy`."""
+
+    default_extractors: ClassVar[dict[str, type[BaseFeaturesExtractor]]] = {
+        "vector": NatureCNN,
+        "spatial": SpatialNatureCNN,
+    }
+
+
+class MultiInputRimPolicy(RimActorCriticPolicy):
+    """RIM policy for Dict observations (SB3's CombinedExtractor). See :class:`RimActorCriticPolicy`."""
+
+    default_extractors: ClassVar[dict[str, type[BaseFeaturesExtractor]]] = {"vector": CombinedExtractor}
