@@ -92,16 +92,18 @@ class InputAttention(nn.Module):
         return self.attend(self.query(h), *self.keys_values(x))
 
 
-def select_active(null_prob: torch.Tensor, k_active: int) -> torch.Tensor:
+def select_active(null_prob: torch.Tensor, k_active: int, largest: bool = False) -> torch.Tensor:
     """The competition: the ``k_active`` mechanisms with the least attention on the null element.
 
     :param null_prob: attention on the null element [U, B]
     :param k_active: how many mechanisms are active per batch row
+    :param largest: the scores given are attention on the input instead (a decreasing function of the
+        null attention), so the largest win
     :return: bool mask [U, B] with exactly ``k_active`` True per column
     """
     if k_active == null_prob.shape[0]:
         return torch.ones_like(null_prob, dtype=torch.bool)
-    idx = torch.topk(null_prob, k_active, dim=0, largest=False, sorted=False).indices
+    idx = torch.topk(null_prob, k_active, dim=0, largest=largest, sorted=False).indices
     return torch.zeros_like(null_prob, dtype=torch.bool).scatter_(0, idx, True)
 
 
@@ -147,12 +149,26 @@ class CommunicationAttention(nn.Module):
         """:param h: hidden states [U, B, H]
         :return: the communication update [U, B, H] (to be added to the active mechanisms)
         """
-        qkv = self.qkv(h).unflatten(-1, (self.num_heads, -1))
+        return self.attend(h, self.scaled_qkv_weight())
+
+    def scaled_qkv_weight(self) -> torch.Tensor:
+        """The qkv weight [U, H, heads*(2K+V)] with the scores' 1/sqrt(K) folded into the query columns."""
+        w = self.qkv.weight
+        scale = torch.ones(self.num_heads, 2 * self.key_size + self.value_size, dtype=w.dtype, device=w.device)
+        scale[:, : self.key_size] = self.scale
+        return w * scale.flatten()
+
+    def attend(self, h: torch.Tensor, qkv_weight: torch.Tensor) -> torch.Tensor:
+        """The update from hidden states and the (query-scaled) qkv weight [U, H, heads*(2K+V)].
+
+        With a handful of mechanisms, broadcast products beat ``einsum``'s permutes and bmm calls.
+        """
+        qkv = torch.bmm(h, qkv_weight).unflatten(-1, (self.num_heads, -1))  # [U, B, heads, 2K+V]
         q, k, v = qkv.split([self.key_size, self.key_size, self.value_size], dim=-1)
-        probs = (torch.einsum("ubhk,wbhk->bhuw", q, k) * self.scale).softmax(dim=-1)
-        if self.top_k is not None and self.top_k < probs.shape[-1]:
-            kth = probs.topk(self.top_k, dim=-1).values[..., -1:]
+        probs = (q.unsqueeze(1) * k).sum(-1).softmax(dim=1)  # [U (query), W (key), B, heads], over W
+        if self.top_k is not None and self.top_k < probs.shape[1]:
+            kth = probs.topk(self.top_k, dim=1).values[:, -1:]
             probs = probs * (probs >= kth)
-            probs = probs / (probs.sum(dim=-1, keepdim=True) + 1e-8)
-        context = torch.einsum("bhuw,wbhv->ubhv", self.dropout(probs), v)
+            probs = probs / (probs.sum(dim=1, keepdim=True) + 1e-8)
+        context = (self.dropout(probs).unsqueeze(-1) * v).sum(1)  # [U, B, heads, V]
         return self.out(context.flatten(-2))

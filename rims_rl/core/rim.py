@@ -90,6 +90,7 @@ class RIMCell(nn.Module):
             else None
         )
         self._compiled_step: Callable | None = None
+        self._cache: dict = {}
 
     @property
     def output_size(self) -> int:
@@ -131,63 +132,87 @@ class RIMCell(nn.Module):
         return state
 
     # ------------------------------------------------------------------ the computation
+    def _fused(self, name: str, make: Callable[[], torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
+        """A weight derived from parameters (a concatenation, a permuted copy). Rebuilt on every call when
+        gradients are on; cached while they are off (acting), keyed by the parameters' versions."""
+        if torch.is_grad_enabled():
+            return make()
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._cache[name] = (key, make())
+        return hit[1]
+
     def _precompute(self, xs: torch.Tensor) -> dict:
         """Everything that does not depend on the state, for all steps at once.
 
         :param xs: [T, B, N, D]
-        :return: a dict of per-step tensor tuples (``unbind`` over T, never indexed per step) and constants
+        :return: a dict of weights for the loop and ``steps``, the per-step input terms (from ``unbind``
+            over T: never index a sequence tensor per step, DESIGN §2)
         """
-        att, cell = self.input_attention, self.cell
-        heads, u = att.num_heads, self.num_units
-        pre = {"hw": torch.cat([att.query.weight, cell.w_hh], dim=-1)}  # [U, H, heads*K + G*H]
-        pre["hb"] = torch.cat([cell.b_hh.new_zeros(u, 1, heads * att.key_size), cell.b_hh], dim=-1)
+        att, cell, comm = self.input_attention, self.cell, self.communication
+        heads, u, q_size = att.num_heads, self.num_units, att.num_heads * att.key_size
+        pre = {"hw": self._fused("hw", lambda: torch.cat([att.query.weight, cell.w_hh], -1), att.query.weight, cell.w_hh)}
+        hb = cell.b_hh
+        if comm is not None:
+            pre["qkv"] = comm.scaled_qkv_weight()  # [U, H, heads*(2K+V)]
         if xs.shape[2] == 1:  # one element: the 2-way softmax fast path
             x = xs[:, :, 0]  # [T, B, D]
             kx = (att.key(x) * att.scale).unflatten(-1, (heads, att.key_size))  # [T, B, heads, K]
             vx = nn.functional.linear(x, att.value.weight).unflatten(-1, (heads, att.value_size))  # no bias
-            w = cell.w_ih.permute(1, 0, 2).flatten(1)  # [V, U*G*H]
+            w = self._fused("w_ih", lambda: cell.w_ih.permute(1, 0, 2).flatten(1), cell.w_ih)  # [V, U*G*H]
             d = (vx @ w).unflatten(-1, (u, -1))  # [T, B, heads, U, G*H]: W_u V_h(x) without the value bias
             d = d.permute(0, 3, 1, 2, 4)  # [T, U, B, heads, G*H]
             d = d.squeeze(3).contiguous() if heads == 1 else d.flatten(1, 2)  # [T, U, B, G*H] or [T, U*B, heads, G*H]
             a0 = torch.einsum("hv,uvg->uhg", att.value.bias.view(heads, -1), cell.w_ih)  # W_u V_h(0) [U, heads, G*H]
+            c = a0.mean(1, keepdim=True) + cell.b_ih  # input gates when all attention is on the null element
             pre["a0"] = a0
-            pre["c"] = a0.mean(1, keepdim=True) + cell.b_ih  # input gates with all attention on null [U, 1, G*H]
+            if cell.num_states == 2:  # LSTM: input and hidden gates are summed, so c joins the hidden bias
+                hb, pre["c_in"] = hb + c, None
+            else:  # GRU: the input gates stay separate
+                pre["c_in"] = c
             pre["steps"] = list(zip(kx.unbind(0), d.unbind(0)))
         else:
             keys, values = att.keys_values(xs)  # [T, B, N+1, heads, K], [T, B, N+1, heads, V]
             pre["steps"] = list(zip(keys.unbind(0), values.unbind(0)))
+        pre["hb"] = torch.cat([hb.new_zeros(u, 1, q_size), hb], dim=-1)
         return pre
 
     def _step(self, pre: dict, step_in: tuple, state: State) -> tuple[State, torch.Tensor]:
-        """One step from precomputed input terms. ``state``: tensors [U, B, H]. Returns the new state
-        and the active mask [U, B]."""
-        att, cell = self.input_attention, self.cell
+        """One step from precomputed input terms.
+
+        :param state: tensors [U, B, H]
+        :return: the new state and the active mask [U, B]
+        """
+        att, cell, comm = self.input_attention, self.cell, self.communication
         u, b = state[0].shape[:2]
-        proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])
-        q, gh = proj.split([att.num_heads * att.key_size, proj.shape[-1] - att.num_heads * att.key_size], dim=-1)
-        if "c" in pre:
+        proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # queries and hidden gates, [U, B, heads*K + G*H]
+        q_size = att.num_heads * att.key_size
+        q, gh = proj.split([q_size, proj.shape[-1] - q_size], dim=-1)
+        if "a0" in pre:
+            # gate input = sum_h [p_h W V_h(x) + (1 - p_h) W V_h(0)] / heads + b = sum_h p_h d_h / heads + c
             kx, d = step_in
-            logits = (q.unflatten(-1, (att.num_heads, att.key_size)) * kx).sum(-1)  # [U, B, heads]
-            p = logits.sigmoid()  # attention on the element; 1 - p on the null element
-            null_prob = 1.0 - p.mean(-1)
-            if self.training and att.dropout.p > 0:
+            p = (q.unflatten(-1, (att.num_heads, att.key_size)) * kx).sum(-1).sigmoid()  # on the element, [U, B, heads]
+            active = select_active(p.sum(-1) if att.num_heads > 1 else p[..., 0], self.k_active, largest=True)
+            c_in = pre["c_in"]  # c where it is not already in the hidden bias (GRU), else None
+            if self.training and att.dropout.p > 0:  # dropped-out p and 1 - p no longer sum to 1
                 px, p0 = att.dropout(p), att.dropout(1.0 - p)
-                gi = torch.einsum("ubh,ubhg->ubg", px, d.view(u, b, att.num_heads, -1)) / att.num_heads
-                gi = gi + torch.einsum("ubh,uhg->ubg", px + p0, pre["a0"]) / att.num_heads + cell.b_ih
+                gi = torch.einsum("ubh,ubhg->ubg", px, d.view(u, b, att.num_heads, -1))
+                gi = (gi + torch.einsum("ubh,uhg->ubg", px + p0 - 1.0, pre["a0"])) / att.num_heads
             elif att.num_heads == 1:
-                gi = torch.addcmul(pre["c"], p, d)
+                gi = p * d
             else:
-                gi = torch.bmm((p / att.num_heads).view(u * b, 1, -1), d).view(u, b, -1) + pre["c"]
+                gi = torch.bmm((p / att.num_heads).view(u * b, 1, -1), d).view(u, b, -1)
+            gi = gi if c_in is None else gi + c_in
         else:
             attended, null_prob = att.attend(q, *step_in)
+            active = select_active(null_prob, self.k_active)
             gi = cell.input_gates(attended)
-        active = select_active(null_prob, self.k_active)
         m = active.unsqueeze(-1)
         new = cell.update(gi, gh, state)
-        if self.communication is None:
-            return tuple(torch.where(m, n, s) for n, s in zip(new, state)), active
         h = torch.where(m, new[0], state[0])
-        h = torch.where(m, h + self.communication(h), h)
+        if comm is not None:  # inactive rows get comm * 0 added: bit-for-bit unchanged
+            h = torch.addcmul(h, comm.attend(h, pre["qkv"]), m.to(h.dtype))
         return (h, *(torch.where(m, n, s) for n, s in zip(new[1:], state[1:]))), active
 
     def sequence(

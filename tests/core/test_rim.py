@@ -164,6 +164,41 @@ def test_same_seed_same_output():
     assert torch.equal(*outs)
 
 
+class AffineNoise(nn.Module):
+    """A deterministic stand-in for dropout (elementwise, not linear), to compare the two input paths."""
+
+    p = 0.5
+
+    def forward(self, t):
+        return t * 1.7 + 0.05
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+@pytest.mark.parametrize("heads", [1, 2])
+def test_fast_path_handles_attention_dropout(cell_type, heads):
+    """With dropout the element and null probabilities no longer sum to one; the single-element fast
+    path must still equal the general attention path (here forced with a duplicate, zero-attended element)."""
+    cell = make_cell(cell_type, num_input_heads=heads)
+    cell.train()
+    cell.input_attention.dropout = AffineNoise()
+    x, state = torch.randn(5, cell.input_size), random_state(cell, 5)
+    fast = cell(x, state)
+    # the general path on the same single element: keys/values built by the attention module
+    att = cell.input_attention
+    keys, values = att.keys_values(x.unsqueeze(1))
+    attended, null = att.attend(att.query(state[0].transpose(0, 1)), keys, values)
+    gi = cell.cell.input_gates(attended)
+    gh = cell.cell.hidden_gates(state[0].transpose(0, 1))
+    new = cell.cell.update(gi, gh, tuple(s.transpose(0, 1) for s in state))
+    active = fast[2].t().unsqueeze(-1)
+    h1 = torch.where(active, new[0], state[0].transpose(0, 1))
+    torch.testing.assert_close(fast[2], ~null.t().argsort(1).argsort(1).ge(cell.k_active))
+    if cell.communication is not None:
+        cell.communication.eval()
+        h1 = h1 + cell.communication(h1) * active
+    torch.testing.assert_close(fast[1][0], h1.transpose(0, 1), rtol=1e-5, atol=1e-5)
+
+
 def test_dropout_only_in_training():
     cell = make_cell(input_dropout=0.5, comm_dropout=0.5)
     x, state = torch.randn(16, cell.input_size), random_state(cell, 16)
@@ -184,9 +219,10 @@ def test_sparse_communication_keeps_top_k():
     captured = {}
     comm.dropout.register_forward_hook(lambda m, i, o: captured.setdefault("p", o))
     comm(torch.randn(6, 3, 5))
-    p = captured["p"]  # [B, heads, U, U]
-    assert ((p > 0).sum(-1) == 2).all()
-    torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+    p = captured["p"]  # [U (query), W (key), B, heads]
+    assert p.shape == (6, 6, 3, 2)
+    assert ((p > 0).sum(1) == 2).all()
+    torch.testing.assert_close(p.sum(1), torch.ones(6, 3, 2))
 
 
 def test_null_element_has_value_bias_and_zero_score():
