@@ -114,29 +114,29 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     if config_path.exists():
         saved = json.loads(config_path.read_text())
-        if saved != _normalise(config):
+        if {**saved, "steps": config.steps} != _normalise(config):  # more (or fewer) steps may be asked
             raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "
                              f"or resume it with its own config ({config_path})")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     task = config.make_task()  # checks the options (and loads data) before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(_json(config.to_dict()), config_path)
     model = task.make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     data_gen = torch.Generator().manual_seed(config.seed)
-    step, rows, elapsed = 0, [], 0.0
+    step, rows, elapsed, running = 0, [], 0.0, None
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         data_gen.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
-        step, rows, elapsed = ckpt["step"], ckpt["metrics"], ckpt["elapsed_s"]
+        step, rows, elapsed, running = ckpt["step"], ckpt["metrics"], ckpt["elapsed_s"], ckpt.get("running_loss")
         log(f"resumed {run_dir} at step {step}/{config.steps}")
 
     writer = SummaryWriter(str(run_dir), purge_step=step or None)
@@ -157,7 +157,7 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
         _write_metrics(run_dir, rows)
         atomic_torch_save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_rng": data_gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "step": step, "metrics": rows, "elapsed_s": elapsed,
+             "torch_rng": torch.get_rng_state(), "step": step, "metrics": rows, "elapsed_s": elapsed, "running_loss": train_loss,
              "config": config.to_dict()},
             ckpt_path,
         )
@@ -165,7 +165,6 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     model.train()
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"{config.task}/{config.model}",
                dynamic_ncols=True)
-    running = None
     while step < config.steps:
         t0 = time.perf_counter()
         loss, extra = task.loss(model, task.sample_batch(config.batch_size, data_gen))
@@ -185,6 +184,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
         if step % config.eval_every == 0 or step == config.steps:
             evaluate_and_save(running)
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
+    if rows and rows[-1]["step"] < step:  # asked for fewer steps than were already run
+        evaluate_and_save(running if running is not None else float("nan"))
     bar.close()
     writer.close()
     return rows

@@ -1,0 +1,153 @@
+"""Data properties of the three tasks: copying targets and gaps, IDX round trip and resizing, ball physics."""
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from rims_rl.tasks import (copying_batch, copying_metrics, load_idx, load_mnist, render_balls, resize_images,
+                           save_idx, simulate_balls, to_pixel_sequence)
+from rims_rl.tasks.mnist import MnistTask
+
+
+# ---------------------------------------------------------------- copying
+@pytest.mark.parametrize("gap", [0, 50, 200])
+def test_copying_target_is_the_input_symbols_after_the_gap(gap):
+    g = torch.Generator().manual_seed(0)
+    inputs, targets, mask = copying_batch(16, copy_length=10, gap=gap, num_symbols=8, generator=g)
+    assert inputs.shape == targets.shape == mask.shape == (2 * 10 + gap + 1, 16)
+    symbols = inputs[:10]
+    assert ((symbols >= 1) & (symbols <= 8)).all()
+    assert torch.equal(targets[-10:], symbols)  # the target is the input symbols, in order
+    assert (targets[:-10] == 0).all() and mask[-10:].all() and not mask[:-10].any()
+    assert (inputs[10 : 10 + gap] == 0).all()  # the gap is exactly `gap` blanks
+    assert (inputs[10 + gap] == 9).all()  # then the delimiter
+    assert (inputs[11 + gap :] == 0).all()
+
+
+def test_copying_batches_are_seeded():
+    a = copying_batch(4, generator=torch.Generator().manual_seed(3))[0]
+    b = copying_batch(4, generator=torch.Generator().manual_seed(3))[0]
+    c = copying_batch(4, generator=torch.Generator().manual_seed(4))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_copying_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="gap"):
+        copying_batch(4, gap=-1)
+    with pytest.raises(ValueError, match="copy_length"):
+        copying_batch(4, copy_length=0)
+
+
+def test_copying_metrics_count_errors_per_sequence():
+    inputs, targets, mask = copying_batch(4, copy_length=3, gap=2, num_symbols=4)
+    logits = torch.nn.functional.one_hot(targets, 6).float() * 50
+    m = copying_metrics(logits, targets, mask)
+    assert m["ce"] < 1e-6 and m["copy_acc"] == 1.0 and m["symbol_acc"] == 1.0
+    logits[-1, 0] = torch.nn.functional.one_hot((targets[-1, 0] % 4) + 1, 6).float() * 50  # one wrong symbol
+    m = copying_metrics(logits, targets, mask)
+    assert m["copy_acc"] == 0.75 and m["symbol_acc"] == pytest.approx(11 / 12) and m["ce"] > 1.0
+
+
+# ---------------------------------------------------------------- MNIST files
+@pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+def test_idx_round_trip(tmp_path, name, dtype):
+    a = (np.random.default_rng(0).random((5, 4, 3)) * 100).astype(dtype)
+    save_idx(a, tmp_path / name)
+    b = load_idx(tmp_path / name)
+    assert b.shape == a.shape and np.array_equal(b, a)
+    raw = (gzip.open if name.endswith(".gz") else open)(tmp_path / name, "rb").read()
+    assert raw[:4] == bytes([0, 0, {np.uint8: 8, np.int32: 0x0C, np.float32: 0x0D}[dtype], 3])
+
+
+def test_idx_rejects_a_non_idx_file(tmp_path):
+    (tmp_path / "bad").write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        load_idx(tmp_path / "bad")
+
+
+def _digit_images(n=40, seed=0):
+    """Synthetic 28x28 'digits': a bar whose orientation is the label, so a label survives resizing."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    yy, xx = np.mgrid[:28, :28] - 13.5
+    images = []
+    for lab in labels:
+        angle = np.pi * lab / 10
+        d = np.abs(-np.sin(angle) * xx + np.cos(angle) * yy)
+        images.append(np.clip((3 - d) * 80, 0, 255) * (np.hypot(xx, yy) < 11))
+    return np.array(images, dtype=np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    images, labels = _digit_images()
+    save_idx(images, tmp_path / "t10k-images-idx3-ubyte.gz")
+    save_idx(labels, tmp_path / "t10k-labels-idx1-ubyte")  # one raw, one compressed
+    return tmp_path
+
+
+def test_load_mnist_reads_the_standard_files(mnist_dir):
+    images, labels = load_mnist(mnist_dir, "test")
+    assert images.shape == (40, 28, 28) and images.dtype == np.uint8
+    assert np.array_equal(labels, _digit_images()[1])
+
+
+def test_load_mnist_names_the_files_it_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte\[.gz\], t10k-labels-idx1-ubyte"):
+        load_mnist(tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path / "missing", "train")
+
+
+def test_resize_keeps_the_digit_and_its_label(mnist_dir):
+    task = MnistTask({"data_dir": str(mnist_dir), "train_count": 30, "test_sizes": (14, 16, 24)}, {"model": "lstm"})
+    assert len(task.test_labels) == 10 and torch.equal(task.test_labels, torch.from_numpy(_digit_images()[1][30:]).long())
+    base = task.test_images[14].flatten(1)
+    for size in (16, 24):
+        imgs = task.test_images[size]
+        assert imgs.shape == (10, size, size) and 0 <= imgs.min() and imgs.max() <= 1
+        back = resize_images(imgs, 14).flatten(1)  # resize back: the same digit, not another one
+        corr = torch.corrcoef(torch.cat([back, base]))[:10, 10:]
+        assert (corr.diagonal() > 0.9).all()
+        assert (corr.argmax(1) == torch.arange(10)).all() or (corr.diagonal() >= corr.max(1).values - 1e-6).all()
+    seq = to_pixel_sequence(task.test_images[16])
+    assert seq.shape == (256, 10) and torch.equal(seq[17], task.test_images[16][:, 1, 1])  # row-major order
+
+
+# ---------------------------------------------------------------- bouncing balls
+def test_balls_stay_in_the_box_and_conserve_energy():
+    radius = 0.08
+    pos, vel = simulate_balls(6, 200, 8, radius=radius, speed=0.04, rng=np.random.default_rng(0))
+    assert pos.shape == vel.shape == (200, 8, 6, 2)
+    assert (pos >= radius - 1e-9).all() and (pos <= 1 - radius + 1e-9).all()
+    energy = (vel**2).sum((-1, -2))  # [T, B], equal masses
+    assert np.allclose(energy, energy[0], rtol=1e-9, atol=0)
+    speeds = np.linalg.norm(vel, axis=-1)
+    assert np.abs(speeds - speeds[0]).max() > 0.01  # balls did hit each other (walls keep each speed)
+    moved = np.linalg.norm(np.diff(pos, axis=0), axis=-1)
+    assert moved.max() <= speeds.max() + 1e-9  # no teleporting: a frame moves a ball at most its speed
+
+
+def test_balls_rarely_overlap():
+    radius = 0.08
+    pos, _ = simulate_balls(8, 100, 8, radius=radius, rng=np.random.default_rng(1))
+    d = np.linalg.norm(pos[:, :, :, None] - pos[:, :, None], axis=-1) + np.eye(8) * 9
+    assert d.min() > 1.5 * radius  # collisions are resolved within a substep
+
+
+def test_render_draws_disks_of_the_right_area():
+    pos = np.array([[[0.25, 0.25], [0.7, 0.6]]])
+    frame = render_balls(pos, frame_size=32, radius=0.1)[0]
+    assert frame.shape == (32, 32) and frame.min() == 0 and frame.max() == 1
+    assert frame.sum() == pytest.approx(2 * np.pi * (0.1 * 32) ** 2, rel=0.05)
+    assert frame[int(0.6 * 32), int(0.7 * 32)] == 1 and frame[int(0.25 * 32), int(0.7 * 32)] == 0  # [y, x]
+
+
+def test_simulate_rejects_bad_settings():
+    with pytest.raises(ValueError, match="radius"):
+        simulate_balls(3, 5, 2, radius=0.6)
+    with pytest.raises(ValueError, match="num_balls"):
+        simulate_balls(0, 5, 2)

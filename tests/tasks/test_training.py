@@ -1,0 +1,121 @@
+"""The training loop: run directory contents, exact resume after a kill, config checks, atomic writes, CLI errors."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from rims_rl.tasks import TrainConfig, train
+from rims_rl.tasks import training as training_module
+from rims_rl.tasks.copying import CopyingTask
+from rims_rl.utils import atomic_torch_save, atomic_write_text
+
+CORE = {"num_units": 4, "k_active": 2, "unit_size": 8, "input_value_size": 16}
+OPTIONS = {"copy_length": 2, "train_gap": 3, "num_symbols": 3, "test_gaps": [3, 6], "eval_sequences": 16}
+
+
+def _config(**kw):
+    return TrainConfig(task="copying", model="rim", seed=1, steps=6, batch_size=4, eval_every=3, core=CORE,
+                       options=OPTIONS, **kw)
+
+
+def test_run_directory_holds_metrics_events_checkpoint_and_config(tmp_path):
+    rows = train(_config(), tmp_path, progress=False, log=lambda m: None)
+    assert [r["step"] for r in rows] == [3, 6]
+    assert {"train/loss", "test3/ce", "test6/ce", "test6/copy_acc"} <= set(rows[0])
+    assert json.loads((tmp_path / "metrics.json").read_text()) == rows
+    with open(tmp_path / "metrics.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in csv_rows] == [3, 6]
+    assert float(csv_rows[1]["test6/ce"]) == pytest.approx(rows[1]["test6/ce"])
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 6 and ckpt["config"] == _config().to_dict()
+    assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())).to_dict()["core"] == CORE
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    full = train(_config(), tmp_path / "full", progress=False, log=lambda m: None)
+
+    calls = {"n": 0}
+
+    class Dies(CopyingTask):
+        def loss(self, model, batch):
+            calls["n"] += 1
+            if calls["n"] == 5:  # killed during step 5, after the checkpoint at step 3
+                raise _Killed
+            return super().loss(model, batch)
+
+    monkeypatch.setitem(training_module.TASKS, "copying", Dies)
+    with pytest.raises(_Killed):
+        train(_config(), tmp_path / "killed", progress=False, log=lambda m: None)
+    monkeypatch.setitem(training_module.TASKS, "copying", CopyingTask)
+    messages = []
+    resumed = train(_config(), tmp_path / "killed", progress=False, log=messages.append)
+    assert messages == [f"resumed {tmp_path / 'killed'} at step 3/6"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(full)  # same data stream, dropout and weights after the resume
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_more_steps_extend_a_finished_run(tmp_path):
+    train(_config(), tmp_path, progress=False, log=lambda m: None)
+    rows = train(_config().__class__(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False,
+                 log=lambda m: None)
+    assert [r["step"] for r in rows] == [3, 6, 9]
+
+
+def test_a_different_config_in_the_same_directory_is_refused(tmp_path):
+    train(_config(), tmp_path, progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="different config"):
+        train(_config(lr=0.5), tmp_path, progress=False, log=lambda m: None)
+
+
+def test_config_rejects_unknown_keys_and_values():
+    with pytest.raises(ValueError, match="unknown train config key.*'stepz'"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="unknown model 'transformer'"):
+        TrainConfig(model="transformer")
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        TrainConfig(steps=0)
+
+
+def test_atomic_writes_keep_the_old_file_when_a_write_fails(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"a": torch.ones(2)}, path)
+    with pytest.raises(Exception):
+        atomic_torch_save({"f": lambda: 0}, path)  # a lambda cannot be pickled: the write fails midway
+    assert torch.equal(torch.load(path)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+    atomic_write_text("x", tmp_path / "sub" / "t.txt")
+    assert (tmp_path / "sub" / "t.txt").read_text() == "x"
+
+
+def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_supervised", Path(__file__).parents[2] / "scripts" / "train_supervised.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cases = [
+        (["--task", "sorting"], "unknown task 'sorting'; allowed: ['balls', 'copying', 'mnist']"),
+        (["--task", "copying", "--model", "tcn"], "unknown model 'tcn'"),
+        (["--task", "mnist", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")],
+         "looked for t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"),
+        (["--resume", str(tmp_path / "nothing")], "no config.json there"),
+        (["--task", "copying", "--opt", "gap"], "--opt expects KEY=VALUE"),
+    ]
+    for argv, message in cases:
+        assert script.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written for a run that cannot start
