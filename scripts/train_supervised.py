@@ -53,11 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# Per-task presets (the sizes used for results/; see results/README.md for how they were shrunk).
+# Per-task presets (the sizes used for results/supervised; see results/supervised/README.md for how they were shrunk).
 PRESETS = {
     "copying": {"steps": 4000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
-    "mnist": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
-    "balls": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
+    "mnist": {"steps": 1000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
+    "balls": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
 }
 
 
