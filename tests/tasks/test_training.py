@@ -119,3 +119,19 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # nothing written for a run that cannot start
+
+
+def test_report_summarises_finished_runs_over_seeds(tmp_path):
+    from rims_rl.tasks.report import write_report
+
+    for seed in (1, 2):
+        options = {**OPTIONS, "test_gaps": [50, 200]}  # the gaps the report's headline names
+        config = TrainConfig(**{**_config().to_dict(), "seed": seed, "options": options})
+        train(config, tmp_path / "runs" / f"copying-rim-s{seed}", progress=False, log=lambda m: None)
+    summary = write_report(tmp_path / "runs", tmp_path / "out")
+    ce = next(s for s in summary if s["metric"] == "test200/ce")
+    finals = [json.loads((tmp_path / "runs" / f"copying-rim-s{s}" / "metrics.json").read_text())[-1] for s in (1, 2)]
+    assert ce["seeds"] == 2
+    assert ce["mean"] == pytest.approx(sum(f[ce["metric"]] for f in finals) / 2)
+    assert (tmp_path / "out" / "copying.png").stat().st_size > 1000
+    assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 3

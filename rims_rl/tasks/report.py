@@ -1,0 +1,131 @@
+"""Collect supervised runs into result tables and plots (RIM vs LSTM, per task, mean over seeds).
+
+    python -m rims_rl.tasks.report --runs runs --out results/supervised
+
+Writes ``summary.csv`` (the last evaluation of every run), ``summary.md`` (mean ± std over seeds
+per task, model and metric), ``curves/<run>.csv`` (every evaluation of every run) and one PNG per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+# The headline metrics per task (paper Table 1 / 2 and Section 4.2), in display order.
+HEADLINE = {
+    "copying": ["test50/ce", "test200/ce", "test200/copy_acc"],
+    "mnist": ["test14/acc", "test16/acc", "test19/acc", "test24/acc"],
+    "balls": ["balls4/rollout_bce", "balls6/rollout_bce", "balls8/rollout_bce", "balls4/one_step_bce"],
+}
+PAPER = {  # RIM paper (arXiv 1909.10893) Table 1, as quoted in the project's issue; other paper figures
+    # (Table 2, sequential MNIST; the bouncing-balls plots) are not copied here from memory
+    ("copying", "lstm", "test200/ce"): 3.56,
+    ("copying", "rim", "test200/ce"): 0.00,
+}
+
+def collect(runs_dir: str | Path) -> list[dict]:
+    """One dict per run directory with a ``metrics.json``: task, model, seed, steps, its rows.
+
+    :param runs_dir: folder of run directories (``train_supervised.py --run-dir``)
+    """
+    runs = []
+    for metrics in sorted(Path(runs_dir).glob("*/metrics.json")):
+        config = json.loads((metrics.parent / "config.json").read_text())
+        rows = json.loads(metrics.read_text())
+        if rows:
+            runs.append({"name": metrics.parent.name, "task": config["task"], "model": config["model"],
+                         "seed": config["seed"], "steps": config["steps"], "rows": rows, "dir": metrics.parent})
+    return runs
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean, std and count over seeds of each headline metric at each run's last evaluation.
+
+    Only finished runs (last evaluation at ``steps``) count; unfinished ones are reported apart.
+    """
+    groups = defaultdict(list)
+    for run in runs:
+        last = run["rows"][-1]
+        if last["step"] == run["steps"]:
+            groups[(run["task"], run["model"])].append(last)
+    out = []
+    for (task, model), lasts in sorted(groups.items()):
+        for metric in HEADLINE.get(task, []):
+            values = [r[metric] for r in lasts if metric in r]
+            if values:
+                out.append({"task": task, "model": model, "metric": metric, "seeds": len(values),
+                            "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                            "values": values, "paper": PAPER.get((task, model, metric))})
+    return out
+
+
+def _plot(runs: list[dict], task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = HEADLINE[task]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    colours = {"rim": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+    for ax, metric in zip(axes[0], metrics):
+        for run in runs:
+            if run["task"] == task:
+                xs = [r["step"] for r in run["rows"] if metric in r]
+                ys = [r[metric] for r in run["rows"] if metric in r]
+                ax.plot(xs, ys, color=colours.get(run["model"]), alpha=0.8,
+                        label=f"{run['model']} s{run['seed']}")
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path) -> list[dict]:
+    """Write summary.csv, summary.md, curves/ and plots for the runs in ``runs_dir`` to ``out_dir``."""
+    runs, out_dir = collect(runs_dir), Path(out_dir)
+    (out_dir / "curves").mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        shutil.copyfile(run["dir"] / "metrics.csv", out_dir / "curves" / f"{run['name']}.csv")
+        shutil.copyfile(run["dir"] / "config.json", out_dir / "curves" / f"{run['name']}.config.json")
+    keys = ["name", "task", "model", "seed", "steps", "step"] + sorted({k for r in runs for k in r["rows"][-1]} - {"step"})
+    with open(out_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for run in runs:
+            writer.writerow({**{k: run[k] for k in ("name", "task", "model", "seed", "steps")}, **run["rows"][-1]})
+    summary = summarise(runs)
+    lines = ["| task | model | metric | seeds | mean ± std | per seed | paper |", "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        per_seed = ", ".join(f"{v:.3f}" for v in s["values"])
+        paper = "" if s["paper"] is None else f"{s['paper']:.3g}"
+        lines.append(f"| {s['task']} | {s['model']} | {s['metric']} | {s['seeds']} | {s['mean']:.3f} ± {s['std']:.3f} "
+                     f"| {per_seed} | {paper} |")
+    unfinished = [f"{r['name']} (step {r['rows'][-1]['step']}/{r['steps']})" for r in runs if r["rows"][-1]["step"] != r["steps"]]
+    if unfinished:
+        lines += ["", "Unfinished (not in the table): " + ", ".join(unfinished)]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    for task in sorted({r["task"] for r in runs}):
+        _plot(runs, task, out_dir / f"{task}.png")
+    return summary
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Collect supervised runs into tables and plots")
+    p.add_argument("--runs", default="runs", help="folder of run directories")
+    p.add_argument("--out", default="results/supervised", help="output folder")
+    args = p.parse_args(argv)
+    write_report(args.runs, args.out)
+    print((Path(args.out) / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
