@@ -50,16 +50,16 @@ class RimPPO(RecurrentPPO):
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
-        super()._setup_model()
-        if not isinstance(self.policy, RimActorCriticPolicy):
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, RimActorCriticPolicy)):
             raise ValueError(f"RimPPO needs a RimActorCriticPolicy (MlpRimPolicy, CnnRimPolicy, MultiInputRimPolicy), "
-                             f"got {type(self.policy).__name__}")
+                             f"got {getattr(self.policy_class, '__name__', self.policy_class)}")
         length = self.n_steps if self.sequence_length is None else self.sequence_length
         if not (isinstance(length, int) and 0 < length and self.n_steps % length == 0):
             raise ValueError(f"sequence_length must be None or a positive divisor of n_steps={self.n_steps}, "
                              f"got {self.sequence_length!r}")
         if self.batch_size is not None and self.batch_size % length:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of sequence_length={length}")
+        super()._setup_model()
         buffer_cls = RimDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else RimRolloutBuffer
         self.rollout_buffer = buffer_cls(
             self.n_steps,
