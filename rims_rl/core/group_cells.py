@@ -125,8 +125,11 @@ class GroupLSTMCell(_GroupRNNCellBase):
     num_states = 2
 
     def update(self, gi, gh, state):
-        """:param gi: input gates [U, B, 4H] :param gh: hidden gates [U, B, 4H] :param state: (h, c) [U, B, H]"""
-        gates = gi + gh
+        """:param gi: input gates [U, B, 4H], or ``None`` when ``gh`` holds the sum already
+        :param gh: hidden gates [U, B, 4H]
+        :param state: (h, c) [U, B, H]
+        """
+        gates = gh if gi is None else gi + gh
         s = gates.sigmoid()
         i, f, _, o = s.chunk(4, dim=-1)
         g = gates[..., 2 * self.hidden_size : 3 * self.hidden_size].tanh()

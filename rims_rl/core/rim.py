@@ -199,11 +199,13 @@ class RIMCell(nn.Module):
                 px, p0 = att.dropout(p), att.dropout(1.0 - p)
                 gi = torch.einsum("ubh,ubhg->ubg", px, d.view(u, b, att.num_heads, -1))
                 gi = (gi + torch.einsum("ubh,uhg->ubg", px + p0 - 1.0, pre["a0"])) / att.num_heads
+            elif att.num_heads == 1 and c_in is None:  # LSTM: add p * d straight to the hidden gates
+                gi, gh = None, torch.addcmul(gh, p, d)
             elif att.num_heads == 1:
                 gi = p * d
             else:
                 gi = torch.bmm((p / att.num_heads).view(u * b, 1, -1), d).view(u, b, -1)
-            gi = gi if c_in is None else gi + c_in
+            gi = gi if c_in is None or gi is None else gi + c_in
         else:
             attended, null_prob = att.attend(q, *step_in)
             active = select_active(null_prob, self.k_active)
