@@ -55,9 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # Per-task presets (the sizes used for results/supervised; see results/supervised/README.md for how they were shrunk).
 PRESETS = {
-    "copying": {"steps": 4000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
-    "mnist": {"steps": 1000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
-    "balls": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
+    "copying": {"steps": 8000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
+    "mnist": {"steps": 800, "batch_size": 64, "lr": 1e-3, "eval_every": 200},
+    "balls": {"steps": 1000, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
 }
 
 

@@ -16,9 +16,7 @@ run mnist-lstm-s0   --task mnist   --model lstm --seed 0 $M
 run balls-rim-s0    --task balls   --model rim  --seed 0
 run balls-lstm-s0   --task balls   --model lstm --seed 0
 run copying-lstm-s1 --task copying --model lstm --seed 1
-run copying-lstm-s2 --task copying --model lstm --seed 2
-run copying-rim-s1  --task copying --model rim  --seed 1
 run mnist-lstm-s1   --task mnist   --model lstm --seed 1 $M
+run copying-rim-s1  --task copying --model rim  --seed 1
 run mnist-rim-s1    --task mnist   --model rim  --seed 1 $M
-run copying-rim-s2  --task copying --model rim  --seed 2
 echo "=== $(date +%T) queue done"
