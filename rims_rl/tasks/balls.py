@@ -179,6 +179,7 @@ class BallsTask(SupervisedTask):
         return balls_batch(num_balls, steps, batch_size, o.frame_size, o.radius, o.speed, generator)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
+        """:return: frames [seq_len, B, S, S] with ``train_balls`` balls; the model predicts frames[1:] from frames[:-1]"""
         return self._frames(self.options.train_balls, self.options.seq_len, batch_size, generator)
 
     def loss(self, model, frames):

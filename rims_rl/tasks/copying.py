@@ -106,6 +106,7 @@ class CopyingTask(SupervisedTask):
         return CopyingModel(self.options.num_symbols + 2, self.core, self.options.embed_size)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
+        """:return: inputs, targets, mask [T, B] at ``train_gap`` (see :func:`copying_batch`)"""
         o = self.options
         return copying_batch(batch_size, o.copy_length, o.train_gap, o.num_symbols, generator)
 

@@ -168,6 +168,7 @@ class MnistTask(SupervisedTask):
         return MnistModel(self.core, self.options.embed_size)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
+        """:return: pixels [T = S*S, B] at ``train_size``, labels long [B] (images drawn with replacement)"""
         idx = torch.randint(0, len(self.train_labels), (batch_size,), generator=generator)
         return to_pixel_sequence(self.train_images[idx]), self.train_labels[idx]
 

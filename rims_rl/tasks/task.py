@@ -49,13 +49,22 @@ class SupervisedTask:
         raise NotImplementedError
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
-        """A training batch drawn with ``generator`` (so a resumed run continues the same stream)."""
+        """A training batch, time-major (see each task for its tensors).
+
+        :param batch_size: B
+        :param generator: the run's data generator (saved in checkpoints, so a resumed run continues
+            the same stream)
+        """
         raise NotImplementedError
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss (a scalar tensor to minimise) and extra per-batch metrics."""
+        """:param model: the task's model (from :meth:`make_model`)
+        :param batch: from :meth:`sample_batch`
+        :return: the training loss (a scalar tensor to minimise) and extra per-batch metrics"""
         raise NotImplementedError
 
     def evaluate(self, model: torch.nn.Module, generator: torch.Generator) -> dict[str, float]:
-        """Test metrics, names namespaced as ``"<condition>/<metric>"``; ``model`` is in eval mode."""
+        """:param model: the task's model, in eval mode
+        :param generator: seeded the same way at every evaluation, so every evaluation sees the same test set
+        :return: test metrics named ``"<condition>/<metric>"`` (e.g. ``"test200/ce"``)"""
         raise NotImplementedError
