@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 import torch
-from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
+from torch import nn
 
 
 class SpatialNatureCNN(NatureCNN):
@@ -38,3 +39,24 @@ class SpatialNatureCNN(NatureCNN):
         fmap = self.cnn(observations).flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, N, C]
         coords = self.coords.expand(fmap.shape[0], -1, -1)  # [B, N, 2]
         return torch.cat([fmap, coords], dim=-1).flatten(1)
+
+
+class MinAtarCNN(BaseFeaturesExtractor):
+    """The MinAtar baseline network's features (Young & Tian 2019): one 3x3 convolution with 16
+    channels on the 10x10 input, then a dense layer. Observations are {0, 1} already: no scaling.
+
+    :param observation_space: ``[C, 10, 10]``
+    :param features_dim: size of the dense layer (128 as the MinAtar baselines)
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 128):
+        super().__init__(observation_space, features_dim)
+        channels = observation_space.shape[0]
+        self.cnn = nn.Sequential(nn.Conv2d(channels, 16, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            n_flatten = self.cnn(torch.zeros(1, *observation_space.shape)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """:param observations: [B, C, 10, 10] :return: [B, features_dim]"""
+        return self.linear(self.cnn(observations.float()))

@@ -1,0 +1,161 @@
+"""Evaluation rollouts of a trained agent: raw full-game scores, and a video of the game beside a strip
+of which mechanisms are active at each step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from .config import AgentConfig
+from .training import ALGOS, WEIGHTS_FORMAT, build_env, build_model, checkpoints
+
+
+def _run_config_near(path: Path) -> dict[str, Any]:
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            with open(folder / "config.yaml") as f:
+                return yaml.safe_load(f)
+    raise FileNotFoundError(f"no config.yaml next to {path} (or in its parent): cannot tell its env and agent")
+
+
+def load_trained(path: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """Load an agent from a run directory (its final model, else its newest checkpoint), an SB3 zip
+    inside a run directory, or a weights-only export (``final_weights.pt``, no code unpickled).
+
+    :return: the model and the run config (``env``, ``agent``, ``seed``, ``hyperparameters``)
+    :raises FileNotFoundError, ValueError: nothing loadable there, with a one-line message
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (give a run directory, a .zip model or a .pt weights file)")
+    if path.is_dir():
+        candidates = [path / "final_model.zip"] + checkpoints(path / "checkpoints")[::-1]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path} holds no final_model.zip and no checkpoints/model_*_steps.zip")
+        path = found[0]
+    if path.suffix == ".pt":
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{path} is not a rims_rl weights export (format {WEIGHTS_FORMAT})")
+        run = data["run"]
+        config = AgentConfig.from_dict(run["hyperparameters"], source=str(path))
+        env = build_env(run["env"], config, 1, run["seed"], evaluation=True)
+        model = build_model(config, env, run["seed"], device)
+        model.policy.load_state_dict(data["state_dict"])
+        env.close()
+        return model, run
+    if path.suffix != ".zip":
+        raise ValueError(f"{path}: expected a run directory, a .zip model or a .pt weights file")
+    run = _run_config_near(path)
+    algo = ALGOS[run["hyperparameters"]["algo"]]
+    return algo.load(path, device=device), run
+
+
+def _game_image(obs: np.ndarray, height: int) -> np.ndarray:
+    """One observation as an RGB image of the given height: Atari ``[stack, 84, 84]`` (the newest frame)
+    or MinAtar ``[C, 10, 10]`` (one colour per channel)."""
+    if obs.shape[0] <= 4 and obs.shape[-1] == 84:  # Atari, channel first
+        img = np.repeat(obs[-1][..., None], 3, axis=-1)
+    else:  # MinAtar channels
+        import matplotlib
+
+        colours = np.array(matplotlib.colormaps["tab10"].colors) * 255
+        img = np.zeros((*obs.shape[1:], 3))
+        for c in range(obs.shape[0]):
+            img[obs[c] > 0] = colours[c % len(colours)]
+    scale = max(1, height // img.shape[0])
+    img = np.kron(img, np.ones((scale, scale, 1)))
+    out = np.zeros((height, img.shape[1], 3))
+    out[: img.shape[0]] = img[:height]
+    return out.astype(np.uint8)
+
+
+def _strip(history: list[np.ndarray], height: int, steps: int = 100, cell: int = 3) -> np.ndarray:
+    """The last ``steps`` active masks as an image: one row band per mechanism, one column per step,
+    white = active, the newest step on the right."""
+    units = len(history[-1])
+    grid = np.zeros((units, steps), dtype=np.uint8)
+    recent = np.array(history[-steps:], dtype=np.uint8).T  # [U, t]
+    grid[:, steps - recent.shape[1]:] = recent * 255
+    band = height // units
+    img = np.kron(grid, np.ones((band, cell), dtype=np.uint8))
+    img[band - 1 :: band] = 60  # separators between mechanisms
+    out = np.zeros((height, steps * cell), dtype=np.uint8)
+    out[: img.shape[0]] = img
+    return np.repeat(out[..., None], 3, axis=-1)
+
+
+def evaluate(
+    model: BaseAlgorithm,
+    run: dict[str, Any],
+    episodes: int = 10,
+    deterministic: bool = False,
+    seed: int = 12345,
+    video: str | Path | None = None,
+    max_steps: int = 200_000,
+) -> dict[str, Any]:
+    """Play whole games with raw rewards (no clipping, no episodic life).
+
+    :param model: the trained agent (recurrent state handled as ``predict`` does)
+    :param run: its run config (``env``, ``hyperparameters``)
+    :param episodes: games to play
+    :param deterministic: greedy actions
+    :param seed: the evaluation env's seed
+    :param video: write an mp4 of the first game here (game | active mechanisms strip)
+    :param max_steps: stop after this many steps in all (a safety net)
+    :return: ``scores``, ``lengths`` and their mean/std/min/max; ``activation_frequency`` per mechanism
+        for RIM agents
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    config = AgentConfig.from_dict(run["hyperparameters"])
+    env = build_env(run["env"], config, 1, seed, evaluation=True)
+    core = getattr(model.policy, "lstm_actor", None)
+    writer = None
+    if video is not None:
+        import imageio.v2 as imageio
+
+        Path(video).parent.mkdir(parents=True, exist_ok=True)
+        writer = imageio.get_writer(str(video), fps=30, codec="libx264", quality=7, macro_block_size=2)
+    obs, state, start = env.reset(), None, np.ones(1, dtype=bool)
+    scores, lengths, history = [], [], []
+    try:
+        for _ in range(max_steps):
+            action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+            active = getattr(core, "last_active", None)
+            if active is not None:
+                history.append(active[-1, 0].cpu().numpy().copy())
+            if writer is not None and not scores:
+                game = _game_image(obs[0], 252)
+                parts = [game] if not history else [game, np.full((252, 8, 3), 30, np.uint8), _strip(history, 252)]
+                writer.append_data(np.concatenate(parts, axis=1))
+            obs, _, done, infos = env.step(action)
+            start = done
+            if done[0]:
+                scores.append(float(infos[0]["episode"]["r"]))
+                lengths.append(int(infos[0]["episode"]["l"]))
+                if len(scores) == episodes:
+                    break
+    finally:
+        env.close()
+        if writer is not None:
+            writer.close()
+    if not scores:
+        raise RuntimeError(f"no game finished within {max_steps} steps")
+    result: dict[str, Any] = {
+        "env": run["env"], "agent": run["agent"], "episodes": len(scores), "deterministic": deterministic,
+        "mean_score": float(np.mean(scores)), "std_score": float(np.std(scores)),
+        "min_score": float(np.min(scores)), "max_score": float(np.max(scores)),
+        "mean_length": float(np.mean(lengths)), "scores": scores, "lengths": lengths,
+    }
+    if history:
+        result["activation_frequency"] = [round(float(f), 4) for f in np.mean(history, axis=0)]
+    if video is not None:
+        result["video"] = str(video)
+    return result

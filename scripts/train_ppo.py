@@ -1,0 +1,50 @@
+"""Train RIM-PPO (or the LSTM-PPO / feedforward PPO baselines) on an Atari or MinAtar game.
+
+    python scripts/train_ppo.py --env Pong                       # RIM-PPO, the paper's setting, 10M steps
+    python scripts/train_ppo.py --env MinAtar/Breakout --agent lstm --seed 1
+    python scripts/train_ppo.py --env Pong --run-dir runs/Pong-rim-s0 --resume   # continue a killed run
+
+Everything goes to one run directory (see rims_rl.rl.training): config.yaml, TensorBoard events
+(`tensorboard --logdir runs`), checkpoints, evaluations.csv (raw game score), the final model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rims_rl.rl.config import AGENTS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", required=True, help="Pong, Breakout, ALE/Pong-v5, MinAtar/Breakout, ...")
+    parser.add_argument("--agent", default="rim", help=f"one of {', '.join(AGENTS)} (presets in agents/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--total-timesteps", type=int, default=None, help="default: the preset's n_timesteps")
+    parser.add_argument("--n-envs", type=int, default=None, help="default: the preset's n_envs")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--run-dir", default=None, help="default: runs/<env>-<agent>-s<seed>")
+    parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override hyperparameters, e.g. learning_rate=1e-4 policy_kwargs.rim_kwargs.k_active=4")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    from rims_rl.rl.training import train  # after parsing: --help stays fast
+
+    try:
+        run_dir = train(args.env, args.agent, args.seed, args.total_timesteps, args.n_envs, args.device,
+                        args.run_dir, args.hp, args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: a checkpoint was saved; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"done: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
