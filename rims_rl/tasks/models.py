@@ -24,7 +24,7 @@ class CoreConfig:
     :param model: ``"rim"``, ``"lstm"`` or ``"gru"``
     :param num_units: RIM mechanisms U (paper: 6)
     :param k_active: RIM mechanisms active per step (paper: 4)
-    :param unit_size: RIM hidden size H per mechanism (paper: 100 for copying/MNIST; 32 here)
+    :param unit_size: RIM hidden size H per mechanism (32 here, smaller than the paper's, to fit 2 CPU cores)
     :param input_value_size: RIM input attention value size (paper: 400; 64 here)
     :param rim_cell: cell inside each mechanism, ``"lstm"`` or ``"gru"``
     :param hidden_size: LSTM/GRU hidden size; ``None`` = ``num_units * unit_size`` (same state size

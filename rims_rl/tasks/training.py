@@ -183,7 +183,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
         bar.set_postfix(loss=f"{running:.4f}")
         if step % config.eval_every == 0 or step == config.steps:
             evaluate_and_save(running)
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
+            line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items())
+            bar.write(line) if progress else log(line)
     if rows and rows[-1]["step"] < step:  # asked for fewer steps than were already run
         evaluate_and_save(running if running is not None else float("nan"))
     bar.close()
