@@ -10,7 +10,8 @@ Speed (see DESIGN §2): everything that does not depend on the state is computed
 before the loop. With a single input element the input attention is a 2-way softmax between the
 element and the null element, so the gate input of mechanism u is
 ``W_u·(Σ_h p_h V_h(x) + (1 - p_h) V_h(0)) / heads + b_u``: the products ``W_u V_h(x)`` are one big matmul
-before the loop and each step only scales them by the attention ``p``.
+before the loop (one head; with several heads, ``W_v x``, mixed per step by the heads' attention ``p``)
+and each step only scales them by the attention ``p``.
 """
 
 from __future__ import annotations
@@ -160,13 +161,14 @@ class RIMCell(nn.Module):
             x = xs[:, :, 0]  # [T, B, D]
             kx = (att.key(x) * att.scale).unflatten(-1, (heads, att.key_size))  # [T, B, heads, K]
             vx = nn.functional.linear(x, att.value.weight).unflatten(-1, (heads, att.value_size))  # no bias
-            w = self._fused("w_ih", lambda: cell.w_ih.permute(1, 0, 2).flatten(1), cell.w_ih)  # [V, U*G*H]
-            d = (vx @ w).unflatten(-1, (u, -1))  # [T, B, heads, U, G*H]: W_u V_h(x) without the value bias
-            d = d.permute(0, 3, 1, 2, 4)  # [T, U, B, heads, G*H]
-            d = d.squeeze(3).contiguous() if heads == 1 else d.flatten(1, 2)  # [T, U, B, G*H] or [T, U*B, heads, G*H]
-            a0 = torch.einsum("hv,uvg->uhg", att.value.bias.view(heads, -1), cell.w_ih)  # W_u V_h(0) [U, heads, G*H]
-            c = a0.mean(1, keepdim=True) + cell.b_ih  # input gates when all attention is on the null element
-            pre["a0"] = a0
+            if heads == 1:  # the gate products W_u V(x) of all steps in one matmul: [T, U, B, G*H]
+                w = self._fused("w_ih", lambda: cell.w_ih.permute(1, 0, 2).flatten(1), cell.w_ih)  # [V, U*G*H]
+                d = (vx[:, :, 0] @ w).unflatten(-1, (u, -1)).permute(0, 2, 1, 3).contiguous()
+            else:  # heads x more FLOPs that way: mix the heads' values per step, then one grouped matmul
+                d = vx  # [T, B, heads, V]
+            bias = att.value.bias.view(heads, -1)  # V_h(0) [heads, V]
+            pre["bv"] = bias
+            c = torch.einsum("v,uvg->ug", bias.mean(0), cell.w_ih).unsqueeze(1) + cell.b_ih  # [U, 1, G*H]
             if cell.num_states == 2:  # LSTM: input and hidden gates are summed, so c joins the hidden bias
                 hb, pre["c_in"] = hb + c, None
             else:  # GRU: the input gates stay separate
@@ -189,22 +191,29 @@ class RIMCell(nn.Module):
         proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # queries and hidden gates, [U, B, heads*K + G*H]
         q_size = att.num_heads * att.key_size
         q, gh = proj.split([q_size, proj.shape[-1] - q_size], dim=-1)
-        if "a0" in pre:
-            # gate input = sum_h [p_h W V_h(x) + (1 - p_h) W V_h(0)] / heads + b = sum_h p_h d_h / heads + c
+        if "bv" in pre:
+            # gate input = W_u sum_h [p_h V_h(x) + (1 - p_h) V_h(0)] / heads + b = W_u sum_h p_h Wv_h x / heads + c
             kx, d = step_in
-            p = (q.unflatten(-1, (att.num_heads, att.key_size)) * kx).sum(-1).sigmoid()  # on the element, [U, B, heads]
-            active = select_active(p.sum(-1) if att.num_heads > 1 else p[..., 0], self.k_active, largest=True)
+            heads = att.num_heads
+            p = (q.unflatten(-1, (heads, att.key_size)) * kx).sum(-1).sigmoid()  # on the element, [U, B, heads]
+            active = select_active(p.sum(-1) if heads > 1 else p[..., 0], self.k_active, largest=True)
             c_in = pre["c_in"]  # c where it is not already in the hidden bias (GRU), else None
             if self.training and att.dropout.p > 0:  # dropped-out p and 1 - p no longer sum to 1
                 px, p0 = att.dropout(p), att.dropout(1.0 - p)
-                gi = torch.einsum("ubh,ubhg->ubg", px, d.view(u, b, att.num_heads, -1))
-                gi = (gi + torch.einsum("ubh,uhg->ubg", px + p0 - 1.0, pre["a0"])) / att.num_heads
-            elif att.num_heads == 1 and c_in is None:  # LSTM: add p * d straight to the hidden gates
+                mixed = torch.einsum("ubh,hv->ubv", px + p0 - 1.0, pre["bv"])  # the null values' extra weight
+                if heads == 1:
+                    gi = torch.baddbmm(px * d, mixed, cell.w_ih)
+                else:
+                    gi = torch.bmm(torch.einsum("ubh,bhv->ubv", px, d) + mixed, cell.w_ih)
+                gi = gi / heads
+            elif heads == 1 and c_in is None:  # LSTM: add p * d straight to the hidden gates
                 gi, gh = None, torch.addcmul(gh, p, d)
-            elif att.num_heads == 1:
+            elif heads == 1:
                 gi = p * d
+            elif c_in is None:
+                gi, gh = None, torch.baddbmm(gh, torch.einsum("ubh,bhv->ubv", p / heads, d), cell.w_ih)
             else:
-                gi = torch.bmm((p / att.num_heads).view(u * b, 1, -1), d).view(u, b, -1)
+                gi = torch.bmm(torch.einsum("ubh,bhv->ubv", p / heads, d), cell.w_ih)
             gi = gi if c_in is None or gi is None else gi + c_in
         else:
             attended, null_prob = att.attend(q, *step_in)
