@@ -1,12 +1,13 @@
 """Training speed and memory-task returns of RimPPO against sb3-contrib's RecurrentPPO, in one run.
 
 Run: ``python benchmarks/ppo_memory.py [--timesteps 50000] [--sequence-length 8] [--seed 0]
-[--agents rim lstm contrib ppo] [--rim-kwargs '{"hidden_size": 16}']``
+[--agents rim lstm contrib ppo] [--rim-kwargs '{"hidden_size": 16}'] [--shared-core]``
 
 CartPole with the velocities removed (``CartPoleNoVelEnv``, 500-step limit), sb3-contrib's own memory
 benchmark (its ``tests/test_lstm.py``): 8 envs under VecNormalize, n_steps 128, batch 256, 10 epochs,
 learning rate 7e-4, GAE lambda 0.98, max grad norm 1, policy ``net_arch=dict(vf=[64], pi=[])``,
-``lstm_hidden_size=64``, no orthogonal init, a separate critic core. Agents:
+``lstm_hidden_size=64``, no orthogonal init, a separate critic core (``--shared-core``: one core for
+both heads, trained by both losses, for the ``rim`` and ``lstm`` agents). Agents:
 
 - ``rim``: ``RimPPO("MlpRimPolicy")``, RIM core (6 mechanisms, 5 active, 4 input heads), chunks of
   ``--sequence-length`` steps;
@@ -48,15 +49,17 @@ def make_env() -> TimeLimit:
     return TimeLimit(CartPoleNoVelEnv(), max_episode_steps=500)
 
 
-def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict):
+def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, shared_core: bool = False):
     env = VecNormalize(make_vec_env(make_env, n_envs=N_ENVS, seed=seed))
     common = dict(seed=seed, **HYPERPARAMS)
+    ours = dict(POLICY_KWARGS, shared_lstm=True, enable_critic_lstm=False, shared_critic_grad=True) if shared_core \
+        else POLICY_KWARGS
     if agent == "rim":
         return RimPPO("MlpRimPolicy", env, sequence_length=sequence_length,
-                      policy_kwargs=dict(POLICY_KWARGS, rim_kwargs=rim_kwargs), **common)
+                      policy_kwargs=dict(ours, rim_kwargs=rim_kwargs), **common)
     if agent == "lstm":
         return RimPPO("MlpRimPolicy", env, sequence_length=sequence_length,
-                      policy_kwargs=dict(POLICY_KWARGS, core="lstm"), **common)
+                      policy_kwargs=dict(ours, core="lstm"), **common)
     if agent == "contrib":
         return RecurrentPPO("MlpLstmPolicy", env, policy_kwargs=POLICY_KWARGS, **common)
     if agent == "contrib-rim":
@@ -81,10 +84,13 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["rim", "lstm", "contrib", "ppo"])
     parser.add_argument("--rim-kwargs", type=json.loads, default={}, help="JSON dict for the RIM core")
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--shared-core", action="store_true",
+                        help="rim and lstm agents: one core for both heads, trained by both losses "
+                             "(shared_lstm=True, shared_critic_grad=True) instead of a separate critic core")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    models = {a: build(a, args.seed, args.sequence_length, args.rim_kwargs) for a in args.agents}
+    models = {a: build(a, args.seed, args.sequence_length, args.rim_kwargs, args.shared_core) for a in args.agents}
     per_rollout = HYPERPARAMS["n_steps"] * N_ENVS
     seconds = dict.fromkeys(models, 0.0)
     done = 0
@@ -102,7 +108,7 @@ def main() -> None:
         rows.append((name, done / seconds[name], mean, std))
     ref = dict((r[0], r[1]) for r in rows).get("contrib")
     print(f"\nCartPoleNoVel, {done} steps, seed {args.seed}, sequence_length {args.sequence_length}, "
-          f"rim_kwargs {args.rim_kwargs}")
+          f"rim_kwargs {args.rim_kwargs}, shared core {args.shared_core}")
     print(f"{'agent':12s} {'steps/s':>8s} {'vs contrib':>10s} {'eval return':>14s}")
     for name, sps, mean, std in rows:
         ratio = f"{sps / ref:.2f}x" if ref else "-"

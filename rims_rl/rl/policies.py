@@ -49,6 +49,10 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
     :param lstm_hidden_size: LSTM core size; for the RIM core the default total state size
     :param n_lstm_layers: layers of the LSTM core; the default ``num_layers`` of the RIM core
     :param lstm_kwargs: ``nn.LSTM`` arguments of the LSTM core (``bias``, ``dropout``)
+    :param shared_critic_grad: with ``shared_lstm=True`` (one core for both heads), let the value loss
+        backpropagate into the shared core too: one recurrent base trained by both losses, as in the
+        common PPO implementations with a recurrent base (e.g. ikostrikov's pytorch-a2c-ppo-acktr-gail).
+        sb3-contrib's ``shared_lstm`` alone trains the core with the policy loss only.
     :param kwargs: the other ``RecurrentActorCriticPolicy`` arguments (``net_arch``, ``ortho_init``,
         ``features_extractor_class``, ``shared_lstm``, ``enable_critic_lstm``...)
     """
@@ -68,6 +72,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         lstm_hidden_size: int = 256,
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
+        shared_critic_grad: bool = False,
         **kwargs,
     ):
         if core not in CORES:
@@ -78,12 +83,14 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             raise ValueError(f"rim_kwargs apply to core='rim' only, got core='lstm' with rim_kwargs={rim_kwargs}")
         if kwargs.get("shared_lstm") and kwargs.get("enable_critic_lstm", True):
             raise ValueError("shared_lstm=True needs enable_critic_lstm=False (a shared core, or a separate one)")
+        if shared_critic_grad and not kwargs.get("shared_lstm"):
+            raise ValueError("shared_critic_grad=True needs shared_lstm=True (and enable_critic_lstm=False)")
         if kwargs.get("features_extractor_class") is None:
             if input_elements not in self.default_extractors:
                 raise ValueError(f"input_elements={input_elements!r} needs an image policy (CnnRimPolicy) or a "
                                  "features_extractor_class with a num_elements attribute")
             kwargs["features_extractor_class"] = self.default_extractors[input_elements]
-        self.core_kind, self.input_elements = core, input_elements
+        self.core_kind, self.input_elements, self.shared_critic_grad = core, input_elements, shared_critic_grad
         self.rim_kwargs = resolve_rim_kwargs(rim_kwargs, lstm_hidden_size, n_lstm_layers) if core == "rim" else None
         self.core_lstm_kwargs = dict(lstm_kwargs or {})
         self._lstm_hidden_size, self._n_lstm_layers = lstm_hidden_size, n_lstm_layers
@@ -145,6 +152,26 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         self.last_active = self.lstm_actor.last_active
         return out
 
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor, lstm_states: RNNStates, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sb3-contrib's, except with ``shared_critic_grad``: the value head reads the shared core's
+        output without ``detach``.
+
+        :param obs: observations [n_seq * T, ...]
+        :param actions: actions [n_seq * T, ...]
+        :param lstm_states: states before the first step, (h, c) per head, each [L, n_seq, S]
+        :param episode_starts: [n_seq * T]
+        :return: values [n_seq * T, 1], log-probabilities and entropies [n_seq * T]
+        """
+        if not self.shared_critic_grad:
+            return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
+        features = self.extract_features(obs)  # shared_lstm implies a shared features extractor
+        latent, _ = self._process_sequence(features, lstm_states.pi, episode_starts, self.lstm_actor)
+        distribution = self._get_action_dist_from_latent(self.mlp_extractor.forward_actor(latent))
+        values = self.value_net(self.mlp_extractor.forward_critic(latent))
+        return values, distribution.log_prob(actions), distribution.entropy()
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         # the stock recurrent policy saves none of its own arguments, so policy.save/load loses them
         data = super()._get_constructor_parameters()
@@ -157,6 +184,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             lstm_kwargs=self.core_lstm_kwargs,
             shared_lstm=self.shared_lstm,
             enable_critic_lstm=self.enable_critic_lstm,
+            shared_critic_grad=self.shared_critic_grad,
             share_features_extractor=self.share_features_extractor,
         )
         return data

@@ -177,9 +177,28 @@ def test_loading_weights_of_another_rim_configuration_names_both():
         (MlpRimPolicy, dict(input_elements="spatial"), r"input_elements='spatial' needs an image policy"),
         (MlpRimPolicy, dict(core="lstm", rim_kwargs=dict(num_units=4)), r"rim_kwargs apply to core='rim' only"),
         (MlpRimPolicy, dict(shared_lstm=True), r"shared_lstm=True needs enable_critic_lstm=False"),
+        (MlpRimPolicy, dict(shared_critic_grad=True), r"shared_critic_grad=True needs shared_lstm=True"),
         (MlpRimPolicy, dict(core="lstm", lstm_kwargs=dict(batch_first=True)), r"lstm_kwargs accepts only"),
     ],
 )
 def test_bad_arguments_raise_value_error(policy_cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         policy_cls(box(3), spaces.Discrete(2), lr, **kwargs)
+
+
+@pytest.mark.parametrize("shared_critic_grad", [False, True])
+def test_shared_core_critic_gradient(shared_critic_grad):
+    """shared_lstm=True: sb3-contrib trains the shared core with the policy loss only; with
+    shared_critic_grad=True the value loss reaches the core too."""
+    torch.manual_seed(0)
+    policy = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=TINY_RIM, shared_lstm=True,
+                          enable_critic_lstm=False, shared_critic_grad=shared_critic_grad)
+    assert policy.lstm_critic is None
+    obs, actions = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    values, log_prob, _ = policy.evaluate_actions(obs, actions, random_states(policy, 3), torch.zeros(12))
+    values.sum().backward()
+    core_grad = sum(p.grad.abs().sum() for p in policy.lstm_actor.parameters() if p.grad is not None)
+    assert (core_grad > 0) == shared_critic_grad
+    with torch.no_grad():  # same numbers either way
+        _, values_acting, _, _ = policy(obs.view(3, 4, 3)[:, 0], random_states(policy, 3), torch.zeros(3))
+    torch.testing.assert_close(values_acting, values.detach().view(3, 4)[:, :1])

@@ -122,17 +122,25 @@ def test_sequence_length_none_means_whole_rollouts():
     assert firsts == [1.0, 1.0]  # each chunk is an env's rollout from its very first step
 
 
-@pytest.mark.parametrize("algo", [RimPPO, RecurrentPPO])
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_one_update_reaches_every_rim_parameter(algo, cell):
-    """After one PPO update every parameter of both RIM cores has a non-zero gradient and has changed
-    (the authors' Atari code fails this: its heads read the CNN features, not the RIM)."""
+SHARED = dict(shared_lstm=True, enable_critic_lstm=False, shared_critic_grad=True)
+
+
+@pytest.mark.parametrize(
+    "algo, cell, sharing",
+    [(RimPPO, "lstm", {}), (RimPPO, "gru", {}), (RecurrentPPO, "lstm", {}), (RecurrentPPO, "gru", {}), (RimPPO, "lstm", SHARED)],
+)
+def test_one_update_reaches_every_rim_parameter(algo, cell, sharing):
+    """After one PPO update every parameter of the RIM cores (actor and critic, or the shared one) has a
+    non-zero gradient and has changed (the authors' Atari code fails this: its heads read the CNN
+    features, not the RIM)."""
     model = make_model("discrete-vector", algo=algo, batch_size=N_STEPS * N_ENVS,
-                       policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, cell=cell)})
+                       policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, cell=cell), **sharing})
     collect(model)
     cores = {"actor": model.policy.lstm_actor, "critic": model.policy.lstm_critic}
+    cores = {c: core for c, core in cores.items() if core is not None}
+    assert len(cores) == (1 if sharing else 2)
     before = {(c, n): p.detach().clone() for c, core in cores.items() for n, p in core.named_parameters()}
-    assert len(before) == 2 * len(list(model.policy.lstm_actor.parameters())) >= 20
+    assert len(before) == len(cores) * len(list(model.policy.lstm_actor.parameters())) >= 10
     model.train()
     for (c, n), old in before.items():
         p = dict(cores[c].named_parameters())[n]
