@@ -296,6 +296,7 @@ def train(
     hp: list[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    callbacks: list[BaseCallback] | None = None,
 ) -> Path:
     """Train an agent on an Atari or MinAtar game, writing everything to one run directory.
 
@@ -310,6 +311,7 @@ def train(
     :param resume: continue the run in ``run_dir`` from its last checkpoint (same step counter and
         TensorBoard run); its saved config is used
     :param progress: show a progress bar
+    :param callbacks: extra SB3 callbacks, run after the run's own (e.g. the grid runner's timing record)
     :return: the run directory
     :raises ValueError, FileNotFoundError, FileExistsError: bad input, with a one-line message
     """
@@ -354,12 +356,13 @@ def train(
     remaining = config.n_timesteps - model.num_timesteps
     checkpointer = AtomicCheckpointCallback(config.checkpoint_freq, checkpoint_dir)
     evaluator = RawScoreEvalCallback(eval_env, config.eval_freq, config.eval_episodes, run_dir / "evaluations.csv")
-    callbacks = [checkpointer, evaluator, MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
+    run_callbacks = [checkpointer, evaluator, MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
     if progress:
-        callbacks.append(ProgressCallback(config.n_timesteps, evaluator))
+        run_callbacks.append(ProgressCallback(config.n_timesteps, evaluator))
+    run_callbacks += callbacks or []
     try:
         if remaining > 0:
-            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resume,
+            model.learn(remaining, callback=CallbackList(run_callbacks), reset_num_timesteps=not resume,
                         tb_log_name=algo.__name__)
     except KeyboardInterrupt:
         checkpointer.save()

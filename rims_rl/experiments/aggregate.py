@@ -1,0 +1,286 @@
+"""Read finished and unfinished run directories into per-run records, normalise their scores and
+aggregate them across games with stratified-bootstrap confidence intervals (``rliable``).
+
+Everything here reads run directories only (``config.yaml``, ``evaluations.csv`` and, when the grid
+runner trained the run, ``cell.yaml`` and ``timing.json``), so it works on any folder of runs made by
+``scripts/train_ppo.py`` or ``scripts/compare.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .grid import CELL_FILE, TIMING_FILE, read_timing
+from .references import Reference, game_key, load_references
+
+
+@dataclass
+class Run:
+    """One run directory.
+
+    :param path: the run directory
+    :param env: the game as the run was started (``MinAtar/Breakout``)
+    :param kind: ``"atari"`` or ``"minatar"``
+    :param label: the agent's label in its grid (its preset name otherwise)
+    :param agent: the preset (``rim``, ``lstm``, ``ppo``)
+    :param seed: the seed
+    :param target_steps: the run's ``n_timesteps``
+    :param timesteps: evaluation steps, ``[E]``
+    :param scores: mean raw score of each evaluation, ``[E]``
+    :param finished: ``final_model.zip`` is present
+    :param wall_time_s: training seconds over all segments (``None`` without ``timing.json``)
+    :param steps_per_s: env steps per training second (``None`` without ``timing.json``)
+    """
+
+    path: Path
+    env: str
+    kind: str
+    label: str
+    agent: str
+    seed: int
+    target_steps: int
+    timesteps: np.ndarray
+    scores: np.ndarray
+    finished: bool
+    wall_time_s: float | None = None
+    steps_per_s: float | None = None
+
+    @property
+    def steps(self) -> int:
+        """The last evaluated step (the end of training for a finished run)."""
+        return int(self.timesteps[-1]) if len(self.timesteps) else 0
+
+    @property
+    def final_score(self) -> float:
+        """Mean score of the last evaluation (NaN before the first one)."""
+        return float(self.scores[-1]) if len(self.scores) else math.nan
+
+    @property
+    def best_score(self) -> float:
+        """The best mean score of any evaluation (NaN before the first one)."""
+        return float(np.max(self.scores)) if len(self.scores) else math.nan
+
+
+def read_evaluations(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation steps and mean scores from ``evaluations.csv``, keeping the lineage of the final
+    model: after a resume from an older checkpoint the file repeats steps, and every row from the
+    killed attempt at or after the step the resumed run evaluates again is dropped.
+
+    :return: ``timesteps [E]``, ``mean_score [E]``, increasing in steps
+    """
+    rows: list[tuple[int, float]] = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step, score = int(row["timesteps"]), float(row["mean_score"])
+                while rows and rows[-1][0] >= step:
+                    rows.pop()
+                rows.append((step, score))
+    return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=float)
+
+
+def read_run(run_dir: Path) -> Run:
+    """One run directory as a :class:`Run`.
+
+    :raises FileNotFoundError: no ``config.yaml``
+    """
+    run_dir = Path(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cell = yaml.safe_load((run_dir / CELL_FILE).read_text()) if (run_dir / CELL_FILE).is_file() else {}
+    timesteps, scores = read_evaluations(run_dir / "evaluations.csv")
+    segments = read_timing(run_dir / TIMING_FILE)
+    seconds = sum(float(s["seconds"]) for s in segments)
+    steps = sum(int(s["end_step"]) - int(s["start_step"]) for s in segments)
+    return Run(path=run_dir, env=config["env"], kind=game_key(config["env"])[0], label=cell.get("label", config["agent"]),
+               agent=config["agent"], seed=int(config["seed"]), target_steps=int(config["hyperparameters"]["n_timesteps"]),
+               timesteps=timesteps, scores=scores, finished=(run_dir / "final_model.zip").is_file(),
+               wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None)
+
+
+def collect_runs(runs_dir: str | Path) -> list[Run]:
+    """Every run directory (a folder with ``config.yaml``) below ``runs_dir``, sorted by game, label, seed."""
+    runs = [read_run(p.parent) for p in Path(runs_dir).rglob("config.yaml") if "checkpoints" not in p.parts]
+    return sorted(runs, key=lambda r: (r.kind, r.env, r.label, r.seed))
+
+
+SCORE_FIELDS = ("game", "agent", "seed", "final_score", "best_score", "normalised_final", "steps", "target_steps",
+                "finished", "evaluations", "wall_time_s", "steps_per_s", "preset", "run_dir")
+
+
+@dataclass
+class Normaliser:
+    """``(score - low) / scale`` for one game.
+
+    :param low: the random policy's score (0 where unknown)
+    :param scale: ``human - random`` (``method="human"``) or ``best run - random`` (``"best"``)
+    :param method: ``"human"`` or ``"best"``
+    :param reference: the game's reference scores
+    """
+
+    low: float
+    scale: float
+    method: str
+    reference: Reference = field(default_factory=Reference)
+
+    def __call__(self, score):
+        return (np.asarray(score, dtype=float) - self.low) / self.scale
+
+
+def normalisers(runs: list[Run], refs: dict | None = None) -> dict[str, Normaliser]:
+    """One :class:`Normaliser` per game.
+
+    Human-normalised, ``(s - random) / (human - random)``, where both references are known (Atari);
+    otherwise ``(s - random) / (best - random)`` with ``best`` the highest final score of any finished
+    run of the game in this comparison (every agent's), so 0 is the random policy and 1 the best run.
+
+    :param runs: the runs
+    :param refs: references keyed by :func:`game_key` (default: the project's files)
+    """
+    refs = load_references() if refs is None else refs
+    out = {}
+    for env in sorted({r.env for r in runs}):
+        ref = refs.get(game_key(env), Reference())
+        low = ref.random if ref.random is not None else 0.0
+        if ref.random is not None and ref.human is not None and ref.human != ref.random:
+            out[env] = Normaliser(low, ref.human - ref.random, "human", ref)
+            continue
+        finals = [r.final_score for r in runs if r.env == env and r.finished and not math.isnan(r.final_score)]
+        best = max(finals) if finals else low + 1.0
+        scale = best - low if best - low > 1e-9 else max(abs(low), 1.0)
+        out[env] = Normaliser(low, scale, "best", ref)
+    return out
+
+
+def write_scores_csv(runs: list[Run], path: Path, norms: dict[str, Normaliser], root: Path | None = None) -> None:
+    """``scores.csv``: one row per run (see :data:`SCORE_FIELDS`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SCORE_FIELDS)
+        writer.writeheader()
+        for r in runs:
+            rel = r.path.relative_to(root) if root and r.path.is_relative_to(root) else r.path
+            writer.writerow(dict(
+                game=r.env, agent=r.label, seed=r.seed, final_score=_num(r.final_score),
+                best_score=_num(r.best_score), normalised_final=_num(float(norms[r.env](r.final_score))),
+                steps=r.steps, target_steps=r.target_steps, finished=int(r.finished), evaluations=len(r.scores),
+                wall_time_s=_num(r.wall_time_s, 1), steps_per_s=_num(r.steps_per_s, 1), preset=r.agent, run_dir=rel))
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def group(runs: list[Run], finished_only: bool = True) -> dict[str, dict[str, list[Run]]]:
+    """``{game: {label: [runs sorted by seed]}}``."""
+    out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.finished or not finished_only:
+            out[r.env][r.label].append(r)
+    return {g: {a: sorted(rs, key=lambda r: r.seed) for a, rs in by.items()} for g, by in out.items()}
+
+
+def t_interval(values: np.ndarray, axis: int = 0, confidence: float = 0.95) -> np.ndarray:
+    """Half-width of the Student-t confidence interval of the mean along ``axis`` (0 for one value)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    if n < 2:
+        return np.zeros(np.delete(values.shape, axis))
+    return stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(axis=axis, ddof=1) / math.sqrt(n)
+
+
+@dataclass
+class Aggregate:
+    """Aggregate metrics of one suite of games (``atari`` or ``minatar``).
+
+    :param suite: the suite
+    :param games: the games included (each with ``runs_per_game`` finished runs of every agent)
+    :param excluded: games left out, with the reason
+    :param runs_per_game: runs of each agent on each included game
+    :param metrics: ``{label: {"IQM": (point, low, high), "median": ..., "mean": ...}}``
+    :param improvement: ``(treatment, baseline, point, low, high)``: probability of improvement, or ``None``
+    :param method: normalisation of each included game
+    """
+
+    suite: str
+    games: list[str]
+    excluded: dict[str, str]
+    runs_per_game: int
+    metrics: dict[str, dict[str, tuple[float, float, float]]]
+    improvement: tuple[str, str, float, float, float] | None
+    method: dict[str, str]
+
+
+def aggregate(runs: list[Run], norms: dict[str, Normaliser], treatment: str | None = None,
+              baseline: str | None = None, reps: int = 2000, seed: int = 0) -> list[Aggregate]:
+    """IQM, median and mean of normalised final scores per suite, with 95% stratified-bootstrap CIs
+    (rliable, Agarwal et al. 2021), and the probability that ``treatment`` beats ``baseline``.
+
+    rliable needs a full ``[runs, games]`` matrix per agent: a suite includes the games on which every
+    agent has at least ``n`` finished runs, ``n`` being the largest count that some game reaches for
+    all agents (a one-seed learning-curve game beside three-seed games is left out and listed).
+
+    :param runs: the runs (unfinished ones are ignored)
+    :param norms: per-game normalisers
+    :param treatment: label of the agent whose improvement is measured
+    :param baseline: label of the agent it is compared with
+    :param reps: bootstrap replications
+    :param seed: seed of the bootstrap
+    """
+    import warnings
+
+    from rliable import library as rly
+    from rliable import metrics
+
+    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
+    grouped = group(runs)
+    labels = sorted({r.label for r in runs if r.finished})
+    out = []
+    for suite in sorted({r.kind for r in runs if r.finished}):
+        games = sorted(g for g in grouped if game_key(g)[0] == suite)
+        counts = {g: min(len(grouped[g].get(a, [])) for a in labels) for g in games}
+        n = max(counts.values()) if counts else 0
+        if n == 0:
+            continue
+        included = [g for g in games if counts[g] >= n]
+        excluded = {g: f"{counts[g]} finished run(s) for some agent, {n} needed" for g in games if counts[g] < n}
+        scores = {a: np.stack([norms[g]([r.final_score for r in grouped[g][a][:n]]) for g in included], axis=1)
+                  for a in labels}  # [runs, games]
+        funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
+        point, interval = rly.get_interval_estimates(
+            scores, lambda x: np.array([f(x) for f in funcs.values()]), reps=reps,
+            random_state=np.random.RandomState(seed))
+        table = {a: {name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
+                     for i, name in enumerate(funcs)} for a in labels}
+        improvement = None
+        if treatment in labels and baseline in labels and treatment != baseline:
+            key = f"{treatment},{baseline}"
+            p, ci = rly.get_interval_estimates({key: [scores[treatment], scores[baseline]]},
+                                               metrics.probability_of_improvement, reps=reps,
+                                               random_state=np.random.RandomState(seed))
+            low, high = np.ravel(ci[key])[:2]
+            improvement = (treatment, baseline, float(np.ravel(p[key])[0]), float(low), float(high))
+        out.append(Aggregate(suite, included, excluded, n, table, improvement, {g: norms[g].method for g in included}))
+    return out
+
+
+def relative_improvement(treatment: float, baseline: float, norm: Normaliser) -> float:
+    """Improvement of ``treatment`` over ``baseline`` in percent.
+
+    With human and random scores (Wang et al. 2016): ``(T - B) / (max(human, B) - random)``;
+    otherwise ``(T - B) / max(|B|, |random|)`` (the random score where the baseline scores about 0).
+    """
+    ref = norm.reference
+    if norm.method == "human":
+        denom = max(ref.human, baseline) - ref.random
+    else:
+        denom = max(abs(baseline), abs(ref.random or 0.0))
+    return 100.0 * (treatment - baseline) / denom if denom > 1e-9 else math.nan

@@ -1,0 +1,347 @@
+"""Comparison grids as YAML (``experiments/*.yaml``): agents × games × seeds, loaded into dataclasses
+that reject unknown keys, expanded into one :class:`Cell` (one training run) per combination.
+
+A grid file::
+
+    name: minatar_cpu                # runs go to runs/<name>/, the report to results/<name>/
+    agents: [rim, lstm]              # presets of agents/ ...
+    # agents: {rim_k4: {agent: rim, hp: [policy_kwargs.rim_kwargs.k_active=4]}, lstm: {}}   # ... or labelled variants
+    seeds: 3                         # 0, 1, 2 (or a list)
+    timesteps: 1_000_000
+    eval_freq: 50_000                # evaluation schedule: env steps between raw-score evaluations ...
+    eval_episodes: 10                # ... and whole games per evaluation
+    hp: [n_envs=8]                   # overrides for every agent (key=value list or a mapping)
+    games:
+      - MinAtar/Breakout
+      - {env: Pong, timesteps: 2_000_000, seeds: [0]}   # per-game overrides
+    workers: 2                       # cells trained at a time (local process pool)
+    threads_per_cell: 1              # torch threads of each cell
+    device: cpu
+    report: {treatment: rim, baseline: lstm}
+
+Every key a game entry may override: ``timesteps``, ``seeds``, ``eval_freq``, ``eval_episodes``,
+``checkpoint_freq``, ``n_envs``, ``hp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..rl.config import AGENTS, load_agent
+from ..rl.envs import resolve_env
+
+#: keys a game entry may set, besides ``env``
+GAME_KEYS = ("timesteps", "seeds", "eval_freq", "eval_episodes", "checkpoint_freq", "n_envs", "hp")
+
+
+def _fail(source: str, message: str) -> None:
+    raise ValueError(f"{source}: {message}")
+
+
+def _check_keys(data: dict, allowed: tuple[str, ...] | list[str], where: str, source: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        _fail(source, f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+
+
+def _hp_list(value: Any, where: str, source: str) -> list[str]:
+    """``["a=1", "b.c=x"]`` as given, or a mapping ``{a: 1, b: {c: x}}`` flattened to that form."""
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if isinstance(value, dict):
+        out = []
+
+        def flatten(prefix: str, node: Any) -> None:
+            if isinstance(node, dict) and node:
+                for k, v in node.items():
+                    flatten(f"{prefix}.{k}" if prefix else str(k), v)
+            else:  # JSON is YAML: parse_overrides reads it back as the same value
+                out.append(f"{prefix}={json.dumps(node)}")
+
+        flatten("", value)
+        return out
+    _fail(source, f"hp in {where} must be a list of key=value strings or a mapping, got {value!r}")
+    return []
+
+
+def _seeds(value: Any, where: str, source: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            _fail(source, f"seeds in {where} repeat: {value}")
+        return list(value)
+    _fail(source, f"seeds in {where} must be a positive count or a non-empty list of integers, got {value!r}")
+    return []
+
+
+def _positive_int(value: Any, name: str, where: str, source: str, zero: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if zero else 1):
+        _fail(source, f"{name} in {where} must be a {'non-negative' if zero else 'positive'} integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One compared agent: a label (used in run directories and the report) and its preset.
+
+    :param label: the name shown in the report (``rim``, ``rim_k4``)
+    :param agent: the preset in ``agents/`` (``rim``, ``lstm``, ``ppo``)
+    :param hp: ``key=value`` overrides for this agent only
+    """
+
+    label: str
+    agent: str
+    hp: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """One game of the grid with its budget and evaluation schedule.
+
+    :param env: the env name given to ``train`` (``MinAtar/Breakout``, ``Pong``)
+    :param kind: ``"atari"`` or ``"minatar"``
+    :param timesteps: env steps per run
+    :param seeds: the seeds run for every agent
+    :param eval_freq: env steps between evaluations (``None``: the preset's)
+    :param eval_episodes: whole games per evaluation (``None``: the preset's)
+    :param checkpoint_freq: env steps between checkpoints (``None``: the preset's)
+    :param n_envs: parallel envs (``None``: the preset's)
+    :param hp: ``key=value`` overrides for this game
+    """
+
+    env: str
+    kind: str
+    timesteps: int
+    seeds: tuple[int, ...]
+    eval_freq: int | None = None
+    eval_episodes: int | None = None
+    checkpoint_freq: int | None = None
+    n_envs: int | None = None
+    hp: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid.
+
+    :param label: the agent's label
+    :param agent: the preset
+    :param env: the game
+    :param seed: the seed
+    :param timesteps: env steps
+    :param n_envs: parallel envs (``None``: the preset's)
+    :param hp: every ``key=value`` override (grid, game, agent, evaluation schedule; later wins)
+    :param run_dir: ``<runs_dir>/<game>/<label>-s<seed>``
+    """
+
+    label: str
+    agent: str
+    env: str
+    seed: int
+    timesteps: int
+    n_envs: int | None
+    hp: tuple[str, ...]
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.env} {self.label} s{self.seed}"
+
+
+@dataclass
+class GridConfig:
+    """A comparison grid (see the module docstring for the YAML form).
+
+    :param name: names ``runs/<name>`` and ``results/<name>``
+    :param agents: the compared agents
+    :param games: the games, each with its budget and seeds
+    :param workers: cells trained at a time
+    :param threads_per_cell: torch threads per cell
+    :param device: torch device of every cell
+    :param runs_dir: where run directories go
+    :param results_dir: where the report goes
+    :param treatment: the agent label whose improvement ``relative.png`` shows ...
+    :param baseline: ... over this one
+    :param bootstrap_reps: stratified-bootstrap replications of the aggregate CIs
+    :param description: free text, copied into the report
+    :param hp: ``key=value`` overrides for every agent and game
+    """
+
+    name: str
+    agents: list[AgentSpec]
+    games: list[GameSpec]
+    workers: int = 1
+    threads_per_cell: int = 1
+    device: str = "cpu"
+    runs_dir: Path = Path("runs")
+    results_dir: Path = Path("results")
+    treatment: str | None = None
+    baseline: str | None = None
+    bootstrap_reps: int = 2000
+    description: str = ""
+    hp: tuple[str, ...] = ()
+    source: str = field(default="config", repr=False)
+
+    TOP_KEYS = ("name", "description", "agents", "games", "seeds", "timesteps", "eval_freq", "eval_episodes",
+                "checkpoint_freq", "n_envs", "hp", "workers", "threads_per_cell", "device", "runs_dir",
+                "results_dir", "report")
+    REPORT_KEYS = ("treatment", "baseline", "bootstrap_reps")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config", root: Path | None = None) -> "GridConfig":
+        """Validate a grid mapping.
+
+        :param data: the parsed YAML
+        :param source: named in error messages
+        :param root: relative ``runs_dir``/``results_dir`` are taken from here (default: the current directory)
+        :raises ValueError: unknown keys, agents or games, or values of the wrong type, in one line
+        """
+        if not isinstance(data, dict):
+            _fail(source, f"a grid config is a mapping, got {type(data).__name__}")
+        _check_keys(data, cls.TOP_KEYS, "the grid", source)
+        for key in ("name", "agents", "games"):
+            if key not in data:
+                _fail(source, f"missing key {key!r}")
+        name = data["name"]
+        if not isinstance(name, str) or not name or "/" in name:
+            _fail(source, f"name must be a non-empty string without '/', got {name!r}")
+
+        agents = cls._agents(data["agents"], source)
+        top_hp = _hp_list(data.get("hp"), "the grid", source)
+        defaults = {"timesteps": data.get("timesteps"), "seeds": data.get("seeds", 1)}
+        for key in ("eval_freq", "eval_episodes", "checkpoint_freq", "n_envs"):
+            defaults[key] = data.get(key)
+        games = cls._games(data["games"], defaults, source)
+
+        report = data.get("report") or {}
+        if not isinstance(report, dict):
+            _fail(source, f"report must be a mapping, got {report!r}")
+        _check_keys(report, cls.REPORT_KEYS, "report", source)
+        labels = [a.label for a in agents]
+        treatment = report.get("treatment", "rim" if "rim" in labels else None)
+        baseline = report.get("baseline", "lstm" if "lstm" in labels else None)
+        for key, value in (("treatment", treatment), ("baseline", baseline)):
+            if value is not None and value not in labels:
+                _fail(source, f"report.{key} {value!r} is not one of the agents {labels}")
+        root = Path(root) if root is not None else Path.cwd()
+        runs_dir = root / data.get("runs_dir", f"runs/{name}")
+        results_dir = root / data.get("results_dir", f"results/{name}")
+        config = cls(
+            name=name, agents=agents, games=games,
+            workers=_positive_int(data.get("workers", 1), "workers", "the grid", source),
+            threads_per_cell=_positive_int(data.get("threads_per_cell", 1), "threads_per_cell", "the grid", source),
+            device=str(data.get("device", "cpu")), runs_dir=runs_dir, results_dir=results_dir,
+            treatment=treatment, baseline=baseline,
+            bootstrap_reps=_positive_int(report.get("bootstrap_reps", 2000), "bootstrap_reps", "report", source),
+            description=str(data.get("description", "")), hp=tuple(top_hp), source=source,
+        )
+        config.cells()  # resolves every cell's preset now: a bad --hp key fails before anything runs
+        return config
+
+    @staticmethod
+    def _agents(value: Any, source: str) -> list[AgentSpec]:
+        if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+            if len(value) != len(set(value)):
+                _fail(source, f"agents repeat: {value}")
+            value = {a: {} for a in value}
+        if not isinstance(value, dict) or not value:
+            _fail(source, f"agents must be a non-empty list of presets or a mapping label -> {{agent, hp}}, got {value!r}")
+        out = []
+        for label, spec in value.items():
+            spec = spec or {}
+            if not isinstance(label, str) or not label or "/" in label or not isinstance(spec, dict):
+                _fail(source, f"bad agent entry {label!r}: {spec!r}")
+            _check_keys(spec, ("agent", "hp"), f"agent {label!r}", source)
+            preset = spec.get("agent", label)
+            if preset not in AGENTS:
+                _fail(source, f"unknown agent {preset!r}; known: {', '.join(AGENTS)}")
+            out.append(AgentSpec(label, preset, tuple(_hp_list(spec.get("hp"), f"agent {label!r}", source))))
+        return out
+
+    @staticmethod
+    def _games(value: Any, defaults: dict[str, Any], source: str) -> list[GameSpec]:
+        if not isinstance(value, list) or not value:
+            _fail(source, f"games must be a non-empty list, got {value!r}")
+        out, seen = [], set()
+        for entry in value:
+            entry = {"env": entry} if isinstance(entry, str) else entry
+            if not isinstance(entry, dict) or "env" not in entry:
+                _fail(source, f"a game is a name or a mapping with 'env', got {entry!r}")
+            env = entry["env"]
+            _check_keys(entry, ("env",) + GAME_KEYS, f"game {env!r}", source)
+            try:
+                kind, _ = resolve_env(env)
+            except ValueError as e:
+                _fail(source, str(e))
+            if env in seen:
+                _fail(source, f"game {env!r} listed twice")
+            seen.add(env)
+            where = f"game {env!r}"
+            merged = {**defaults, **{k: v for k, v in entry.items() if k != "hp"}}
+            if merged["timesteps"] is None:
+                _fail(source, f"no timesteps for {where} (set timesteps at the top or for the game)")
+            optional = {}
+            for key in ("eval_freq", "checkpoint_freq"):
+                if merged[key] is not None:
+                    optional[key] = _positive_int(merged[key], key, where, source, zero=True)
+            for key in ("eval_episodes", "n_envs"):
+                if merged[key] is not None:
+                    optional[key] = _positive_int(merged[key], key, where, source)
+            out.append(GameSpec(env=env, kind=kind, timesteps=_positive_int(merged["timesteps"], "timesteps", where, source),
+                                seeds=tuple(_seeds(merged["seeds"], where, source)),
+                                hp=tuple(_hp_list(entry.get("hp"), where, source)), **optional))
+        return out
+
+    def cells(self) -> list[Cell]:
+        """Every run of the grid, game-major (all agents and seeds of a game, then the next game), with
+        its overrides resolved against the agent's preset.
+
+        :raises ValueError: an override the preset refuses
+        """
+        cells = []
+        for game in self.games:
+            schedule = [f"{k}={getattr(game, k)}" for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
+                        if getattr(game, k) is not None]
+            for seed in game.seeds:
+                for agent in self.agents:
+                    hp = self.hp + game.hp + agent.hp + tuple(schedule)
+                    try:
+                        load_agent(agent.agent, game.kind, list(hp))
+                    except ValueError as e:
+                        _fail(self.source, f"agent {agent.label!r} on {game.env}: {e}")
+                    cells.append(Cell(agent.label, agent.agent, game.env, seed, game.timesteps, game.n_envs, hp,
+                                      self.runs_dir / game.env.replace("/", "-") / f"{agent.label}-s{seed}"))
+        return cells
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved grid (for the report)."""
+        return {"name": self.name, "agents": [dataclasses.asdict(a) for a in self.agents],
+                "games": [dataclasses.asdict(g) for g in self.games], "workers": self.workers,
+                "threads_per_cell": self.threads_per_cell, "device": self.device}
+
+
+def load_grid(path: str | Path, root: Path | None = None) -> GridConfig:
+    """Read and validate a grid YAML file.
+
+    :param path: the YAML file
+    :param root: base of relative ``runs_dir``/``results_dir`` (default: the current directory)
+    :raises FileNotFoundError: no such file
+    :raises ValueError: a malformed grid, in one line
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"grid config {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return GridConfig.from_dict(data, source=str(path), root=root)

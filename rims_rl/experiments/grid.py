@@ -1,0 +1,394 @@
+"""Run a comparison grid: every cell (agent × game × seed) is one ``rims_rl.rl.training.train`` run in
+its own run directory, trained in a fresh process, ``workers`` at a time (or as Ray tasks).
+
+- A cell whose run directory holds ``final_model.zip`` is finished and skipped.
+- A cell with a ``config.yaml`` but no final model was interrupted: it resumes from its newest
+  checkpoint (``train(..., resume=True)``).
+- A cell holds an exclusive lock (``.cell.lock``) while it trains, so two grid processes never train
+  the same run; a locked cell is reported as running elsewhere and skipped.
+- Progress (one tqdm bar over the whole grid's env steps) is read from each cell's ``timing.json``,
+  which :class:`TimingCallback` rewrites after every rollout: segments of training with their steps
+  and seconds (a resumed run adds a segment), from which the report takes wall time and steps/s.
+- Ctrl-C (or SIGTERM to the grid process) asks every running cell to save a checkpoint and stop; run
+  the same command again to continue.
+
+Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid),
+``timing.json`` and ``train.log`` (the cell's stdout and stderr).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
+
+from ..utils.atomic_io import atomic_write_text
+from .config import Cell, GridConfig
+
+TIMING_FILE = "timing.json"
+CELL_FILE = "cell.yaml"
+LOG_FILE = "train.log"
+LOCK_FILE = ".cell.lock"
+
+
+class TimingCallback(BaseCallback):
+    """Records the run's training segments in ``timing.json``: ``{"segments": [{"start_step",
+    "end_step", "seconds"}, ...]}``, rewritten atomically after every rollout and at the end. Seconds
+    are wall-clock seconds of ``learn`` (rollouts, updates and evaluations); a resumed run appends a
+    segment starting at its checkpoint's step, so steps redone after a crash count twice, as their
+    cost did.
+
+    :param path: the ``timing.json`` file
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        self.segments: list[dict] = []
+        self._t0 = 0.0
+
+    def _on_training_start(self) -> None:
+        self.segments = read_timing(self.path)
+        self.segments.append({"start_step": int(self.num_timesteps), "end_step": int(self.num_timesteps), "seconds": 0.0})
+        self._t0 = time.time()
+        self._write()
+
+    def _write(self) -> None:
+        self.segments[-1].update(end_step=int(self.num_timesteps), seconds=round(time.time() - self._t0, 3))
+        atomic_write_text(json.dumps({"segments": self.segments}), self.path)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._write()
+
+    def _on_training_end(self) -> None:
+        self._write()
+
+
+def read_timing(path: Path) -> list[dict]:
+    """The segments of a ``timing.json`` (``[]`` if absent or unreadable)."""
+    try:
+        return list(json.loads(Path(path).read_text())["segments"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def cell_status(cell: Cell) -> str:
+    """``"done"`` (final model present), ``"partial"`` (a run was started: resume it) or ``"new"``."""
+    if (cell.run_dir / "final_model.zip").exists():
+        return "done"
+    if (cell.run_dir / "config.yaml").exists():
+        return "partial"
+    return "new"
+
+
+def cell_steps(cell: Cell) -> int:
+    """Env steps the cell has done so far (its target when finished), from ``timing.json``."""
+    if cell_status(cell) == "done":
+        return cell.timesteps
+    segments = read_timing(cell.run_dir / TIMING_FILE)
+    return min(int(segments[-1]["end_step"]), cell.timesteps) if segments else 0
+
+
+def _check_existing(cell: Cell) -> str | None:
+    """A run directory that holds another run (env, agent or seed differ) -> the reason."""
+    path = cell.run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    saved = yaml.safe_load(path.read_text()) or {}
+    for key, want in (("env", cell.env), ("agent", cell.agent), ("seed", cell.seed)):
+        if saved.get(key) != want:
+            return f"{cell.run_dir} holds a run with {key}={saved.get(key)!r}, not {want!r}"
+    return None
+
+
+def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
+    """Train one cell in this process: fresh, resumed, or not at all if finished or locked elsewhere.
+
+    :param cell: the cell
+    :param device: torch device
+    :param threads: torch threads
+    :return: ``"done"`` (already finished), ``"trained"`` or ``"locked"`` (another process trains it)
+    :raises ValueError, FileNotFoundError, FileExistsError: from ``train``
+    """
+    import torch
+
+    from ..rl.training import train
+
+    if cell_status(cell) == "done":
+        return "done"
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(cell.run_dir / LOCK_FILE, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return "locked"
+    try:
+        if cell_status(cell) == "done":  # finished by another process between the check and the lock
+            return "done"
+        atomic_write_text(yaml.safe_dump({"label": cell.label, "agent": cell.agent, "env": cell.env,
+                                          "seed": cell.seed, "timesteps": cell.timesteps, "hp": list(cell.hp)},
+                                         sort_keys=False), cell.run_dir / CELL_FILE)
+        torch.set_num_threads(threads)
+        resume = cell_status(cell) == "partial"
+        train(cell.env, cell.agent, cell.seed, cell.timesteps, None if resume else cell.n_envs, device,
+              cell.run_dir, None if resume else list(cell.hp), resume=resume, progress=False,
+              callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)])
+        return "trained"
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _cell_process(cell: Cell, device: str, threads: int, queue) -> None:
+    """Entry point of a cell's process: output to ``train.log``, result (or error) to ``queue``.
+    SIGTERM acts as Ctrl-C: ``train`` saves a checkpoint before the process ends."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(cell.run_dir / LOG_FILE, "a", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {cell.name} (pid {os.getpid()})", flush=True)
+    try:
+        result = ("ok", run_cell(cell, device, threads))
+    except KeyboardInterrupt:
+        result = ("interrupted", "checkpoint saved")
+    except Exception as e:  # noqa: BLE001 -- reported to the grid, which carries on with the other cells
+        traceback.print_exc()
+        result = ("error", f"{type(e).__name__}: {e}".splitlines()[0])
+    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {result[0]}: {result[1]}", flush=True)
+    queue.put((str(cell.run_dir), *result))
+
+
+@dataclass
+class GridResult:
+    """What a grid run did.
+
+    :param trained: cells trained to the end in this call
+    :param skipped: cells already finished
+    :param locked: cells another process was training
+    :param failed: cell name -> one-line error
+    :param interrupted: the grid was stopped (Ctrl-C / SIGTERM); running cells saved checkpoints
+    """
+
+    trained: list[str]
+    skipped: list[str]
+    locked: list[str]
+    failed: dict[str, str]
+    interrupted: bool = False
+
+
+class _Progress:
+    """One tqdm bar over the grid's env steps, polled from the cells' ``timing.json``."""
+
+    def __init__(self, cells: list[Cell], enabled: bool):
+        self.cells = cells
+        self.bar = tqdm(total=sum(c.timesteps for c in cells), unit="step", unit_scale=True, dynamic_ncols=True,
+                        disable=not enabled, smoothing=0.02, desc="grid")
+        self.bar.update(self._steps())
+        self._shown = self.bar.n
+
+    def _steps(self) -> int:
+        return sum(cell_steps(c) for c in self.cells)
+
+    def update(self, done: int, running: int, failed: int) -> None:
+        steps = self._steps()
+        self.bar.update(max(steps - self._shown, 0))
+        self._shown = max(steps, self._shown)
+        self.bar.set_postfix_str(f"cells {done}/{len(self.cells)} done, {running} running"
+                                 + (f", {failed} failed" if failed else ""), refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_grid(config: GridConfig, workers: int | None = None, backend: str = "local", progress: bool = True,
+             poll_seconds: float = 2.0, ray_address: str | None = None,
+             log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> GridResult:
+    """Train every unfinished cell of the grid.
+
+    :param config: the grid
+    :param workers: cells at a time (default ``config.workers``)
+    :param backend: ``"local"`` (a fresh process per cell, ``workers`` at a time) or ``"ray"`` (one Ray
+        task per cell; needs ``pip install rims_rl[ray]`` and a file system shared with the workers)
+    :param progress: show the tqdm bar
+    :param poll_seconds: how often the bar and the running cells are checked
+    :param ray_address: the Ray cluster to join (``None``: start a local instance, or ``RAY_ADDRESS``)
+    :param log: where one-line notes go (finished, failed and skipped cells)
+    :return: what was trained, skipped and failed
+    :raises ValueError: a run directory that holds another run, or an unknown backend
+    """
+    workers = workers or config.workers
+    cells = config.cells()
+    for cell in cells:
+        problem = _check_existing(cell)
+        if problem:
+            raise ValueError(problem)
+    result = GridResult([], [c.name for c in cells if cell_status(c) == "done"], [], {})
+    todo = [c for c in cells if cell_status(c) != "done"]
+    log(f"grid {config.name}: {len(cells)} cells, {len(result.skipped)} finished, "
+        f"{sum(cell_status(c) == 'partial' for c in todo)} to resume, {sum(cell_status(c) == 'new' for c in todo)} new; "
+        f"{workers} at a time ({backend}), runs in {config.runs_dir}")
+    if not todo:
+        return result
+    bar = _Progress(cells, progress)
+    try:
+        if backend == "local":
+            _run_local(todo, config, workers, bar, result, poll_seconds, log)
+        elif backend == "ray":
+            _run_ray(todo, config, workers, bar, result, poll_seconds, ray_address, log)
+        else:
+            raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    finally:
+        bar.close()
+    return result
+
+
+def _record(result: GridResult, cell: Cell, status: str, message: str, log: Callable[[str], None]) -> None:
+    if status == "ok" and message == "locked":
+        result.locked.append(cell.name)
+        log(f"skipped {cell.name}: another process is training it")
+    elif status == "ok":
+        result.trained.append(cell.name)
+        log(f"finished {cell.name}")
+    elif status == "interrupted":
+        result.interrupted = True
+    else:
+        result.failed[cell.name] = message
+        log(f"FAILED {cell.name}: {message} (see {cell.run_dir / LOG_FILE})")
+
+
+def _run_local(todo: list[Cell], config: GridConfig, workers: int, bar: _Progress, result: GridResult,
+               poll_seconds: float, log: Callable[[str], None]) -> None:
+    ctx = mp.get_context("spawn")  # a fresh interpreter per cell: no forked torch threads, memory freed after
+    queue = ctx.Queue()
+    pending, running = list(todo), {}
+    stop = {"signal": None}
+
+    def on_sigterm(signum, frame):  # the grid is being stopped: let the cells checkpoint, as Ctrl-C does
+        stop["signal"] = signum
+        _interrupt(signum, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if mp.current_process().name == "MainProcess" else None
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                cell = pending.pop(0)
+                proc = ctx.Process(target=_cell_process, args=(cell, config.device, config.threads_per_cell, queue),
+                                   name=f"cell {cell.name}")
+                proc.start()
+                running[str(cell.run_dir)] = (cell, proc)
+            _drain(queue, running, result, log, timeout=poll_seconds)
+            for key, (cell, proc) in list(running.items()):
+                if not proc.is_alive():
+                    _drain(queue, running, result, log, timeout=0.5)
+                    if key in running:  # died without a word (killed, out of memory)
+                        running.pop(key)
+                        result.failed[cell.name] = f"process ended with exit code {proc.exitcode}"
+                        log(f"FAILED {cell.name}: process ended with exit code {proc.exitcode} "
+                            f"(see {cell.run_dir / LOG_FILE}); rerun the grid to resume it")
+            bar.update(len(result.skipped) + len(result.trained), len(running), len(result.failed))
+    except KeyboardInterrupt:
+        result.interrupted = True
+        for _, proc in running.values():
+            if proc.is_alive() and stop["signal"] is not None:  # Ctrl-C reached them already
+                os.kill(proc.pid, signal.SIGINT)
+        deadline = time.time() + 120
+        for _, proc in running.values():
+            proc.join(max(deadline - time.time(), 0.1))
+            if proc.is_alive():
+                proc.terminate()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _drain(queue, running: dict, result: GridResult, log: Callable[[str], None], timeout: float) -> None:
+    import queue as queue_module
+
+    try:
+        item = queue.get(timeout=timeout)
+    except queue_module.Empty:
+        return
+    while True:
+        run_dir, status, message = item
+        if run_dir in running:
+            cell, proc = running.pop(run_dir)
+            proc.join(5)
+            _record(result, cell, status, message, log)
+        try:
+            item = queue.get_nowait()
+        except queue_module.Empty:
+            return
+
+
+def _run_ray(todo: list[Cell], config: GridConfig, workers: int, bar: _Progress, result: GridResult,
+             poll_seconds: float, ray_address: str | None, log: Callable[[str], None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray backend needs Ray: pip install 'rims_rl[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=config.threads_per_cell, max_retries=0)(_ray_cell)
+    pending, running = list(todo), {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                cell = pending.pop(0)
+                running[remote.remote(cell, config.device, config.threads_per_cell)] = cell
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_seconds)
+            for ref in ready:
+                cell = running.pop(ref)
+                try:
+                    status, message = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 -- a task that died (worker killed, out of memory)
+                    status, message = "error", f"{type(e).__name__}: {e}".splitlines()[0]
+                _record(result, cell, status, message, log)
+            bar.update(len(result.skipped) + len(result.trained), len(running), len(result.failed))
+    except KeyboardInterrupt:
+        result.interrupted = True
+        for ref in running:
+            ray.cancel(ref)  # a KeyboardInterrupt in the task: train() saves a checkpoint
+        ray.wait(list(running), num_returns=len(running), timeout=120)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_cell(cell: Cell, device: str, threads: int) -> tuple[str, str]:
+    """A Ray task: one cell, output appended to its ``train.log``."""
+    import contextlib
+
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(cell.run_dir / LOG_FILE, "a", buffering=1) as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {cell.name} (ray, pid {os.getpid()})", flush=True)
+        try:
+            return "ok", run_cell(cell, device, threads)
+        except KeyboardInterrupt:
+            return "interrupted", "checkpoint saved"
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            return "error", f"{type(e).__name__}: {e}".splitlines()[0]

@@ -1,0 +1,151 @@
+"""The comparison report of a folder of run directories: ``scores.csv``, ``curves.png``,
+``relative.png`` and ``summary.md`` (per-game table, relative improvement, rliable aggregates).
+
+    python scripts/compare.py experiments/minatar_cpu.yaml --report-only
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .aggregate import Aggregate, Run, aggregate, collect_runs, group, normalisers, write_scores_csv
+from .plots import improvements, plot_curves, plot_relative
+
+
+def _pm(values: list[float], digits: int = 2) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "–"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def _ci(triple: tuple[float, float, float]) -> str:
+    return f"{triple[0]:.3f} [{triple[1]:.3f}, {triple[2]:.3f}]"
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatment: str | None,
+                     baseline: str | None, name: str, description: str = "", runs_dir: str = "") -> str:
+    """The text of ``summary.md``."""
+    finished = [r for r in runs if r.finished]
+    grouped = group(runs)
+    lines = [f"# Comparison `{name}`", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [f"{len(finished)} of {len(runs)} runs finished" + (f" (run directories under `{runs_dir}`)" if runs_dir else "")
+              + ". Score: the mean raw game score (whole games, no reward clipping) of a run's last evaluation, "
+              "i.e. at the end of training; *best* is the best evaluation during training. "
+              "Mean ± std over seeds.", ""]
+
+    lines += ["## Per game", "",
+              "| game | agent | runs | env steps | final score | best evaluation | random | human | steps/s | hours/run |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for game in sorted(grouped, key=lambda g: (not g.lower().startswith("minatar/"), g)):
+        ref = norms[game].reference
+        for label, rs in sorted(grouped[game].items()):
+            sps = [r.steps_per_s for r in rs if r.steps_per_s]
+            hours = [r.wall_time_s / 3600 for r in rs if r.wall_time_s]
+            lines.append(
+                f"| {game} | {label} | {len(rs)} | {max(r.steps for r in rs):,} | {_pm([r.final_score for r in rs])} "
+                f"| {_pm([r.best_score for r in rs])} | {_fmt(ref.random, 2)} | {_fmt(ref.human, 1)} "
+                f"| {_fmt(float(np.mean(sps)) if sps else None, 0)} | {_fmt(float(np.mean(hours)) if hours else None, 2)} |")
+    lines.append("")
+
+    if treatment and baseline:
+        values = improvements(runs, norms, treatment, baseline)
+        if values:
+            lines += [f"## {treatment} vs {baseline} per game", "",
+                      f"Relative improvement of the mean final score (`relative.png`): "
+                      f"`({treatment} − {baseline}) / max(|{baseline}|, |random|)`; where human scores are known "
+                      f"(Atari), `({treatment} − {baseline}) / (max(human, {baseline}) − random)` (Wang et al. 2016).", "",
+                      f"| game | {treatment} | {baseline} | improvement | better |", "|---|---|---|---|---|"]
+            for game in sorted(values, key=lambda g: -values[g] if not math.isnan(values[g]) else math.inf):
+                t = [r.final_score for r in grouped[game][treatment]]
+                b = [r.final_score for r in grouped[game][baseline]]
+                better = treatment if np.mean(t) > np.mean(b) else baseline if np.mean(t) < np.mean(b) else "tie"
+                lines.append(f"| {game} | {_pm(t)} | {_pm(b)} | {_fmt(values[game], 0)}% | {better} |")
+            wins = [g for g, v in values.items() if v > 0]
+            losses = [g for g, v in values.items() if v < 0]
+            lines += ["", f"{treatment} has the higher mean final score on {len(wins)} of {len(values)} games"
+                      + (f"; {baseline} on {', '.join(sorted(losses))}" if losses else "") + ".", ""]
+
+    for agg in aggregates:
+        lines += [f"## Aggregate: {agg.suite}", "",
+                  f"{agg.runs_per_game} run(s) per agent on each of {len(agg.games)} game(s) "
+                  f"({', '.join(agg.games)}). Normalised final scores; 95% stratified-bootstrap confidence "
+                  f"intervals (rliable, Agarwal et al. 2021). IQM: the interquartile mean over all runs × games.", ""]
+        methods = set(agg.method.values())
+        if "human" in methods:
+            lines.append("- human-normalised: `(score − random) / (human − random)` (" +
+                         ", ".join(g for g, m in agg.method.items() if m == "human") + ")")
+        if "best" in methods:
+            lines.append("- `(score − random) / (best − random)`, `best` = the highest final score of any run of the "
+                         "game in this comparison: 0 is a random policy, 1 the best run (" +
+                         ", ".join(g for g, m in agg.method.items() if m == "best") + ")")
+        lines += ["", "| agent | IQM | median | mean |", "|---|---|---|---|"]
+        for label, m in agg.metrics.items():
+            lines.append(f"| {label} | {_ci(m['IQM'])} | {_ci(m['median'])} | {_ci(m['mean'])} |")
+        if agg.improvement:
+            t, b, p, lo, hi = agg.improvement
+            lines += ["", f"Probability of improvement P({t} > {b}) = {p:.3f} [{lo:.3f}, {hi:.3f}] "
+                      "(the chance that a run of the first beats a run of the second on a game, averaged over games)."]
+        if agg.excluded:
+            lines += ["", "Not in the aggregate: " + "; ".join(f"{g} ({why})" for g, why in agg.excluded.items()) + "."]
+        lines.append("")
+
+    unfinished = [r for r in runs if not r.finished]
+    if unfinished:
+        lines += ["## Unfinished runs (not in the tables above)", "", "| game | agent | seed | steps | last score |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r.env} | {r.label} | {r.seed} | {r.steps:,} / {r.target_steps:,} | {_fmt(r.final_score, 2)} |"
+                  for r in unfinished]
+        lines.append("")
+    lines += ["## Files", "", "- `scores.csv`: one row per run (final and best score, normalised final score, steps, "
+              "wall time, steps/s)", "- `curves.png`: evaluation score against env steps, mean over seeds with a 95% "
+              "Student-t confidence interval", "- `relative.png`: the per-game relative improvement above", ""]
+    return "\n".join(lines)
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = None, treatment: str | None = "rim",
+                 baseline: str | None = "lstm", reps: int = 2000, description: str = "",
+                 refs: dict | None = None) -> dict[str, Path]:
+    """Write ``scores.csv``, ``curves.png``, ``relative.png`` (if both agents have finished runs) and
+    ``summary.md`` into ``out_dir`` from the run directories under ``runs_dir``.
+
+    :param runs_dir: folder searched for run directories
+    :param out_dir: the report folder (created)
+    :param name: the comparison's name (default: ``out_dir``'s name)
+    :param treatment: the agent label whose improvement is shown
+    :param baseline: the agent label it is compared with
+    :param reps: bootstrap replications of the aggregate CIs
+    :param description: free text for the top of ``summary.md``
+    :param refs: reference scores (default: the project's files, see ``references``)
+    :return: the files written, by name
+    :raises ValueError: no run directory under ``runs_dir``
+    """
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    runs = collect_runs(runs_dir)
+    if not runs:
+        raise ValueError(f"no run directories (config.yaml) under {runs_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    norms = normalisers(runs, refs)
+    labels = {r.label for r in runs if r.finished}
+    treatment = treatment if treatment in labels else None
+    baseline = baseline if baseline in labels else None
+    files = {"scores.csv": out_dir / "scores.csv", "curves.png": out_dir / "curves.png",
+             "summary.md": out_dir / "summary.md"}
+    write_scores_csv(runs, files["scores.csv"], norms, root=runs_dir.parent)
+    plot_curves(runs, files["curves.png"], norms)
+    if treatment and baseline and improvements(runs, norms, treatment, baseline):
+        files["relative.png"] = plot_relative(runs, out_dir / "relative.png", norms, treatment, baseline)
+    aggregates = aggregate(runs, norms, treatment, baseline, reps) if labels else []
+    files["summary.md"].write_text(summary_markdown(runs, norms, aggregates, treatment, baseline,
+                                                    name or out_dir.name, description, str(runs_dir)))
+    return files
