@@ -7,7 +7,7 @@ CartPole with the velocities removed (``CartPoleNoVelEnv``, 500-step limit), sb3
 benchmark (its ``tests/test_lstm.py``): 8 envs under VecNormalize, n_steps 128, batch 256, 10 epochs,
 learning rate 7e-4, GAE lambda 0.98, max grad norm 1, policy ``net_arch=dict(vf=[64], pi=[])``,
 ``lstm_hidden_size=64``, no orthogonal init, a separate critic core (``--shared-core``: one core for
-both heads, trained by both losses, for the ``rim`` and ``lstm`` agents). Agents:
+both heads, trained by both losses, for the ``rim``, ``lstm`` and ``contrib-rim`` agents). Agents:
 
 - ``rim``: ``RimPPO("MlpRimPolicy")``, RIM core (6 mechanisms, 5 active, 4 input heads), chunks of
   ``--sequence-length`` steps;
@@ -63,7 +63,7 @@ def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, 
     if agent == "contrib":
         return RecurrentPPO("MlpLstmPolicy", env, policy_kwargs=POLICY_KWARGS, **common)
     if agent == "contrib-rim":
-        return RecurrentPPO(MlpRimPolicy, env, policy_kwargs=dict(POLICY_KWARGS, rim_kwargs=rim_kwargs), **common)
+        return RecurrentPPO(MlpRimPolicy, env, policy_kwargs=dict(ours, rim_kwargs=rim_kwargs), **common)
     if agent == "ppo":
         return PPO("MlpPolicy", env, policy_kwargs=dict(net_arch=dict(vf=[64], pi=[64])), **common)
     raise ValueError(f"unknown agent {agent!r}; allowed: rim, lstm, contrib, contrib-rim, ppo")
