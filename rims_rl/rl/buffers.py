@@ -35,7 +35,7 @@ class _MechanismStateChunks:
     ``hidden_states_pi``, ``cell_states_pi``, ``hidden_states_vf``, ``cell_states_vf``:
     ``[n_steps, n_envs, *state_shape]``, i.e. ``[n_steps, n_envs, U, H]`` for one layer (``[.., L, U, H]``
     for several), the state *before* each step; ``active``: bool ``[n_steps, n_envs, U]``, the actor
-    core's active mechanisms at each step (all True for an LSTM core, U = 1).
+    core's active mechanisms at each step (its last layer; all True for an LSTM core, U = 1).
     """
 
     hidden_states_pi: np.ndarray
