@@ -177,19 +177,3 @@ class LstmCore(_CoreConfigCheck, nn.LSTM):
             outs.append(out)
         return torch.cat(outs) if len(outs) > 1 else outs[0], state, None
 
-
-def build_core(kind: str, input_size: int, num_elements: int, hidden_size: int, num_layers: int,
-               rim_kwargs: dict[str, Any], lstm_kwargs: dict[str, Any]) -> RimCore | LstmCore:
-    """Build the recurrent core of one head (actor or critic).
-
-    :param kind: ``"rim"`` or ``"lstm"``
-    :param input_size: features size F
-    :param num_elements: input elements N in the features (RIM core only)
-    :param hidden_size: LSTM hidden size (LSTM core only)
-    :param num_layers: LSTM layers (LSTM core only)
-    :param rim_kwargs: resolved RIM arguments (RIM core only)
-    :param lstm_kwargs: extra ``nn.LSTM`` arguments (LSTM core only)
-    """
-    if kind == "rim":
-        return RimCore(input_size, num_elements, rim_kwargs)
-    return LstmCore(input_size, hidden_size, num_layers, **lstm_kwargs)
