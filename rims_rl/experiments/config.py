@@ -302,22 +302,28 @@ class GridConfig:
         return out
 
     def cells(self) -> list[Cell]:
-        """Every run of the grid, game-major (all agents and seeds of a game, then the next game), with
-        its overrides resolved against the agent's preset.
+        """Every run of the grid, seed-major: the first seed of every game (in the listed order) for
+        every agent, then the second seed..., so that an unfinished grid already holds complete seeds
+        for the report. Each cell's overrides are resolved against its agent's preset.
 
         :raises ValueError: an override the preset refuses
         """
-        cells = []
-        for game in self.games:
-            schedule = [f"{k}={getattr(game, k)}" for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
-                        if getattr(game, k) is not None]
-            for seed in game.seeds:
+        cells, checked = [], set()
+        for i in range(max(len(g.seeds) for g in self.games)):
+            for game in self.games:
+                if i >= len(game.seeds):
+                    continue
+                seed = game.seeds[i]
+                schedule = tuple(f"{k}={getattr(game, k)}" for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
+                                 if getattr(game, k) is not None)
                 for agent in self.agents:
-                    hp = self.hp + game.hp + agent.hp + tuple(schedule)
-                    try:
-                        load_agent(agent.agent, game.kind, list(hp))
-                    except ValueError as e:
-                        _fail(self.source, f"agent {agent.label!r} on {game.env}: {e}")
+                    hp = self.hp + game.hp + agent.hp + schedule
+                    if (agent.agent, game.kind, hp) not in checked:  # reading a preset takes ~10 ms
+                        try:
+                            load_agent(agent.agent, game.kind, list(hp))
+                        except ValueError as e:
+                            _fail(self.source, f"agent {agent.label!r} on {game.env}: {e}")
+                        checked.add((agent.agent, game.kind, hp))
                     cells.append(Cell(agent.label, agent.agent, game.env, seed, game.timesteps, game.n_envs, hp,
                                       self.runs_dir / game.env.replace("/", "-") / f"{agent.label}-s{seed}"))
         return cells

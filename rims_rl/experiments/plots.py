@@ -62,7 +62,8 @@ def plot_curves(runs: list[Run], path: Path, norms: dict[str, Normaliser] | None
             steps, mean, ci = curve(game_runs)
             if not len(steps):
                 continue
-            ax.plot(steps, mean, color=palette[label], label=f"{label} (n={len(game_runs)})")
+            ax.plot(steps, mean, color=palette[label], marker="o", markersize=2.5,
+                    label=f"{label} (n={len(game_runs)})")
             ax.fill_between(steps, mean - ci, mean + ci, color=palette[label], alpha=0.2, linewidth=0)
         ref = norms[game].reference if norms and game in norms else None
         if ref is not None and ref.random is not None:
@@ -113,7 +114,8 @@ def plot_relative(runs: list[Run], path: Path, norms: dict[str, Normaliser], tre
     fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(order) + 2.5), 4.0))
     heights = [0.0 if math.isnan(values[g]) else values[g] for g in order]
     colours = [COLOURS.get(treatment, "tab:red") if h >= 0 else COLOURS.get(baseline, "tab:blue") for h in heights]
-    bars = ax.bar(range(len(order)), heights, color=colours)
+    bars = ax.bar(range(len(order)), heights, color=colours, width=0.7)
+    ax.set_xlim(-0.75, max(len(order) - 0.25, 0.75))
     for bar, h in zip(bars, heights):
         ax.annotate(f"{h:+.0f}%", (bar.get_x() + bar.get_width() / 2, h), ha="center",
                     va="bottom" if h >= 0 else "top", fontsize=8)
@@ -122,8 +124,8 @@ def plot_relative(runs: list[Run], path: Path, norms: dict[str, Normaliser], tre
     ax.set_xticklabels(order, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"improvement of {treatment} over {baseline} (%)")
     human = any(norms[g].method == "human" for g in order)
-    ax.set_title(f"{treatment} vs {baseline}: (T - B) / max(|B|, |random|)"
-                 + ("; (T - B) / (max(human, B) - random) where human scores are known" if human else ""),
+    ax.set_title(f"{treatment} (T) vs {baseline} (B), mean final scores: (T - B) / max(|B|, |random|)"
+                 + ("\nwhere human scores are known: (T - B) / (max(human, B) - random)" if human else ""),
                  fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

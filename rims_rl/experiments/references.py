@@ -20,6 +20,7 @@ from ..rl.envs import MINATAR_GAMES, MinAtarEnv, resolve_env
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 ATARI_FILE = EXPERIMENTS_DIR / "atari_reference_scores.yaml"
 MINATAR_FILE = EXPERIMENTS_DIR / "minatar_random_scores.yaml"
+PAPER_FILE = EXPERIMENTS_DIR / "paper_atari_scores.yaml"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,15 @@ def load_references(atari_file: Path = ATARI_FILE, minatar_file: Path = MINATAR_
         refs[game_key(name)] = Reference(float(entry["mean"]), None,
                                          f"measured: {entry['episodes']} games of a uniformly random policy")
     return refs
+
+
+def load_paper_scores(path: Path = PAPER_FILE) -> dict[tuple[str, str], dict[str, float]]:
+    """The RIM paper's Atari scores (appendix Table 7), ``{game_key: {"rim": score, "lstm": score}}``."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for agent, scores in _read(path).items():
+        for name, score in scores.items():
+            out.setdefault(("atari", name.lower()), {})[agent] = float(score)
+    return out
 
 
 def reference_for(env: str, refs: dict[tuple[str, str], Reference] | None = None) -> Reference:

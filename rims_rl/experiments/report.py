@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .aggregate import Aggregate, Run, aggregate, collect_runs, group, normalisers, write_scores_csv
+from .aggregate import (Aggregate, Run, aggregate, collect_runs, group, normalisers, relative_improvement,
+                        write_scores_csv)
 from .plots import improvements, plot_curves, plot_relative
+from .references import game_key, load_paper_scores
 
 
 def _pm(values: list[float], digits: int = 2) -> str:
@@ -64,13 +66,19 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
             lines += [f"## {treatment} vs {baseline} per game", "",
                       f"Relative improvement of the mean final score (`relative.png`): "
                       f"`({treatment} − {baseline}) / max(|{baseline}|, |random|)`; where human scores are known "
-                      f"(Atari), `({treatment} − {baseline}) / (max(human, {baseline}) − random)` (Wang et al. 2016).", "",
-                      f"| game | {treatment} | {baseline} | improvement | better |", "|---|---|---|---|---|"]
+                      f"(Atari), `({treatment} − {baseline}) / (max(human, {baseline}) − random)` (Wang et al. 2016). "
+                      "*paper*: the same improvement computed from the RIM paper's Table 7 (RIM k=5 vs LSTM, "
+                      "10M steps), where the game is in it.", "",
+                      f"| game | {treatment} | {baseline} | improvement | better | paper |", "|---|---|---|---|---|---|"]
+            paper = load_paper_scores() if {treatment, baseline} == {"rim", "lstm"} else {}
             for game in sorted(values, key=lambda g: -values[g] if not math.isnan(values[g]) else math.inf):
                 t = [r.final_score for r in grouped[game][treatment]]
                 b = [r.final_score for r in grouped[game][baseline]]
                 better = treatment if np.mean(t) > np.mean(b) else baseline if np.mean(t) < np.mean(b) else "tie"
-                lines.append(f"| {game} | {_pm(t)} | {_pm(b)} | {_fmt(values[game], 0)}% | {better} |")
+                ref = paper.get(game_key(game))
+                published = (f"{_fmt(relative_improvement(ref[treatment], ref[baseline], norms[game]), 0)}% "
+                             f"({ref[treatment]:g} vs {ref[baseline]:g})" if ref else "–")
+                lines.append(f"| {game} | {_pm(t)} | {_pm(b)} | {_fmt(values[game], 0)}% | {better} | {published} |")
             wins = [g for g, v in values.items() if v > 0]
             losses = [g for g, v in values.items() if v < 0]
             lines += ["", f"{treatment} has the higher mean final score on {len(wins)} of {len(values)} games"

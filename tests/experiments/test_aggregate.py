@@ -1,0 +1,136 @@
+"""Aggregation and report on synthetic run directories: lineage of resumed runs, normalisation,
+rliable aggregates and their CIs, relative improvement, the files of the report."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from rims_rl.experiments.aggregate import (aggregate, collect_runs, normalisers, read_evaluations,
+                                           relative_improvement, t_interval)
+from rims_rl.experiments.plots import curve, improvements
+from rims_rl.experiments.references import Reference, load_references
+from rims_rl.experiments.report import write_report
+
+from .conftest import make_run
+
+T975_2 = 4.302652729911275  # Student t quantile 0.975, 2 degrees of freedom
+
+REFS = {("minatar", "breakout"): Reference(random=1.0), ("minatar", "asterix"): Reference(random=0.5),
+        ("atari", "pong"): Reference(random=-20.7, human=14.6)}
+FINALS = {  # game -> agent -> final score of seeds 0, 1, 2
+    "MinAtar/Breakout": {"rim": [10, 12, 14], "lstm": [5, 6, 7]},
+    "MinAtar/Asterix": {"rim": [2, 3, 4], "lstm": [4, 5, 6]},  # where RIM does not win
+}
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    for game, by_agent in FINALS.items():
+        for agent, finals in by_agent.items():
+            for seed, final in enumerate(finals):
+                make_run(root, game, agent, seed, [(50, final / 2), (100, final)], label=agent,
+                         segments=[(0, 100, 10.0)])
+    make_run(root, "MinAtar/Freeway", "rim", 0, [(100, 1.0)])  # one seed each: not in the 3-seed aggregate
+    make_run(root, "MinAtar/Freeway", "lstm", 0, [(100, 2.0)])
+    make_run(root, "Pong", "rim", 0, [(100, -10.0)])
+    make_run(root, "Pong", "lstm", 0, [(100, -15.0)])
+    make_run(root, "MinAtar/Breakout", "rim", 3, [(50, 99.0)], finished=False, label="rim")  # ignored: unfinished
+    return root
+
+
+def test_resumed_run_keeps_the_final_lineage_and_its_timing(tmp_path):
+    # killed after evaluating 300, resumed from the checkpoint at 100: rows 200 and 300 are evaluated again
+    run = make_run(tmp_path, "MinAtar/Breakout", "rim", 0, [(100, 1), (200, 2), (300, 3), (200, 5), (300, 6), (400, 7)],
+                   segments=[(0, 300, 10.0), (100, 400, 5.0)])
+    steps, scores = read_evaluations(run / "evaluations.csv")
+    assert steps.tolist() == [100, 200, 300, 400] and scores.tolist() == [1, 5, 6, 7]
+    (r,) = collect_runs(tmp_path)
+    assert r.final_score == 7 and r.best_score == 7 and r.steps == 400 and r.label == "rim"
+    assert r.wall_time_s == 15.0 and r.steps_per_s == pytest.approx(600 / 15)  # redone steps count: they cost time
+
+
+def test_normalisation_human_where_known_else_random_to_best(runs_dir):
+    runs = collect_runs(runs_dir)
+    norms = normalisers(runs, REFS)
+    assert norms["Pong"].method == "human"
+    assert norms["Pong"](-10.0) == pytest.approx((-10 + 20.7) / (14.6 + 20.7))
+    assert norms["MinAtar/Breakout"].method == "best"  # random 1, best finished run 14 (the unfinished 99 ignored)
+    assert norms["MinAtar/Breakout"]([1.0, 14.0]).tolist() == [0.0, 1.0]
+    assert norms["MinAtar/Freeway"].low == 0.0 and norms["MinAtar/Freeway"](2.0) == 1.0  # no reference: random = 0
+
+
+def test_aggregate_iqm_cis_and_probability_of_improvement(runs_dir):
+    runs = collect_runs(runs_dir)
+    norms = normalisers(runs, REFS)
+    aggs = {a.suite: a for a in aggregate(runs, norms, "rim", "lstm", reps=200)}
+    minatar = aggs["minatar"]
+    assert minatar.games == ["MinAtar/Asterix", "MinAtar/Breakout"] and minatar.runs_per_game == 3
+    assert "MinAtar/Freeway" in minatar.excluded
+    rim = np.array([(s - 0.5) / 5.5 for s in FINALS["MinAtar/Asterix"]["rim"]]
+                   + [(s - 1.0) / 13.0 for s in FINALS["MinAtar/Breakout"]["rim"]])
+    point, low, high = minatar.metrics["rim"]["IQM"]
+    assert point == pytest.approx(np.mean(np.sort(rim)[1:-1]))  # 6 scores: the middle 4
+    assert minatar.metrics["rim"]["mean"][0] == pytest.approx(rim.mean())
+    for name in ("IQM", "median", "mean"):
+        p, lo, hi = minatar.metrics["lstm"][name]
+        assert rim.min() - 1 < lo < hi and lo <= p <= hi  # a real interval around the estimate
+    assert rim.min() <= low < point < high <= rim.max()
+    # Breakout: every RIM run beats every LSTM run (1); Asterix: none does, one tie (0.5 / 9)
+    t, b, p, lo, hi = minatar.improvement
+    assert (t, b) == ("rim", "lstm") and p == pytest.approx((1 + 0.5 / 9) / 2) and lo <= p <= hi
+    assert aggs["atari"].games == ["Pong"] and aggs["atari"].method == {"Pong": "human"}
+
+
+def test_relative_improvement_formulas(runs_dir):
+    runs = collect_runs(runs_dir)
+    norms = normalisers(runs, REFS)
+    values = improvements(runs, norms, "rim", "lstm")
+    assert values["MinAtar/Breakout"] == pytest.approx(100 * (12 - 6) / 6)
+    assert values["MinAtar/Asterix"] == pytest.approx(100 * (3 - 5) / 5)
+    assert values["Pong"] == pytest.approx(100 * 5 / (14.6 + 20.7))  # (T - B) / (max(human, B) - random)
+    # a baseline at about 0: the random score keeps the ratio finite
+    assert relative_improvement(2.0, 0.0, norms["MinAtar/Breakout"]) == pytest.approx(200.0)
+
+
+def test_curve_mean_and_t_interval(runs_dir):
+    runs = [r for r in collect_runs(runs_dir) if r.env == "MinAtar/Breakout" and r.label == "rim" and r.finished]
+    steps, mean, ci = curve(runs)
+    assert steps.tolist() == [50, 100] and mean.tolist() == [6.0, 12.0]
+    assert ci == pytest.approx([T975_2 * 1 / math.sqrt(3), T975_2 * 2 / math.sqrt(3)])
+    assert t_interval(np.array([[5.0]])).tolist() == [0.0]  # one seed: no band
+
+
+def test_report_files(runs_dir, tmp_path):
+    out = tmp_path / "results"
+    files = write_report(runs_dir, out, "synthetic", "rim", "lstm", reps=100, refs=REFS)
+    assert set(files) == {"scores.csv", "curves.png", "relative.png", "summary.md"}
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert len(rows) == 17 and sum(r["finished"] == "0" for r in rows) == 1
+    row = next(r for r in rows if r["game"] == "MinAtar/Breakout" and r["agent"] == "rim" and r["seed"] == "0")
+    assert float(row["final_score"]) == 10 and float(row["best_score"]) == 10 and row["steps"] == "100"
+    assert float(row["normalised_final"]) == pytest.approx(9 / 13, abs=1e-4)
+    assert float(row["wall_time_s"]) == 10 and float(row["steps_per_s"]) == 10
+    for name in ("curves.png", "relative.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0.01  # drawn, not blank
+    summary = (out / "summary.md").read_text()
+    assert "| MinAtar/Breakout | rim | 3 | 100 | 12.00 ± 2.00 |" in summary
+    assert "rim has the higher mean final score on 2 of 4 games; lstm on MinAtar/Asterix, MinAtar/Freeway." in summary
+    assert "IQM" in summary and "P(rim > lstm) = 0.528" in summary
+    assert "Not in the aggregate: MinAtar/Freeway" in summary
+    assert "| MinAtar/Breakout | rim | 3 | 50 / 50 | 99.00 |" in summary  # the unfinished run, listed apart
+    assert "| Pong | -10.00 ± 0.00 | -15.00 ± 0.00 | 14% | rim | 0% (20 vs 20) |" in summary  # paper's Table 7
+
+
+def test_reference_files():
+    refs = load_references()
+    assert refs[("atari", "pong")].random == -20.7 and refs[("atari", "pong")].human == 14.6
+    assert refs[("atari", "upndown")].human == 11693.2
+    minatar = {g: refs[("minatar", g)] for g in ("breakout", "spaceinvaders", "asterix", "freeway", "seaquest")}
+    assert all(r.random is not None and r.random >= 0 and r.human is None for r in minatar.values())

@@ -1,0 +1,94 @@
+"""Grid configs: cells and their overrides, the shipped configs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rims_rl.experiments.config import GridConfig, load_grid
+from rims_rl.rl.config import load_agent, parse_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compare_main(argv):
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "scripts" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def grid(**changes):
+    data = {"name": "g", "agents": ["rim", "lstm"], "seeds": 2, "timesteps": 1000,
+            "games": ["MinAtar/Breakout", {"env": "Pong", "seeds": [7], "timesteps": 500, "eval_freq": 100}]}
+    data.update(changes)
+    return data
+
+
+def test_cells_resolve_every_override(tmp_path):
+    config = GridConfig.from_dict(grid(hp={"n_steps": 64, "policy_kwargs": {"enable_critic_lstm": False}},
+                                       eval_episodes=3), root=tmp_path)
+    cells = config.cells()
+    assert [(c.env, c.label, c.seed, c.timesteps) for c in cells] == [  # seed-major
+        ("MinAtar/Breakout", "rim", 0, 1000), ("MinAtar/Breakout", "lstm", 0, 1000),
+        ("Pong", "rim", 7, 500), ("Pong", "lstm", 7, 500),
+        ("MinAtar/Breakout", "rim", 1, 1000), ("MinAtar/Breakout", "lstm", 1, 1000)]
+    assert cells[0].run_dir == tmp_path / "runs/g/MinAtar-Breakout/rim-s0"
+    assert config.results_dir == tmp_path / "results/g"
+    pong = load_agent("rim", "atari", list(cells[2].hp))
+    assert (pong.n_steps, pong.eval_freq, pong.eval_episodes, pong.policy_kwargs["enable_critic_lstm"]) == (64, 100, 3, False)
+    assert parse_overrides(list(cells[0].hp))["policy_kwargs"] == {"enable_critic_lstm": False}
+
+
+def test_labelled_variants_of_one_preset(tmp_path):
+    config = GridConfig.from_dict(grid(agents={"rim_k4": {"agent": "rim", "hp": ["policy_kwargs.rim_kwargs.k_active=4"]},
+                                               "rim": None}, report={"treatment": "rim_k4", "baseline": "rim"}),
+                                  root=tmp_path)
+    cell = config.cells()[0]
+    assert (cell.label, cell.agent, cell.run_dir.name) == ("rim_k4", "rim", "rim_k4-s0")
+    assert load_agent("rim", "minatar", list(cell.hp)).policy_kwargs["rim_kwargs"]["k_active"] == 4
+    assert (config.treatment, config.baseline) == ("rim_k4", "rim")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"agents": ["rim", "gru"]}, "unknown agent 'gru'; known: rim, lstm, ppo"),
+    ({"games": ["MinAtar/Breakout", "Pongg"]}, "unknown env 'Pongg'; did you mean Pong"),
+    ({"games": ["MinAtar/Brekout"]}, "unknown MinAtar game 'MinAtar/Brekout'"),
+    ({"seed": 3}, "unknown key(s) ['seed'] in the grid; allowed:"),
+    ({"games": [{"env": "Pong", "timestep": 5}]}, "unknown key(s) ['timestep'] in game 'Pong'"),
+    ({"agents": {"rim": {"hps": []}}}, "unknown key(s) ['hps'] in agent 'rim'"),
+    ({"hp": ["learning_rat=1"]}, "agent 'rim' on MinAtar/Breakout: unknown hyperparameter(s) ['learning_rat']"),
+    ({"seeds": 0}, "seeds in game 'MinAtar/Breakout' must be a positive count"),
+    ({"timesteps": None}, "no timesteps for game 'MinAtar/Breakout'"),
+    ({"report": {"treatment": "gru"}}, "report.treatment 'gru' is not one of the agents ['rim', 'lstm']"),
+    ({"workers": 0}, "workers in the grid must be a positive integer"),
+])
+def test_bad_grids_are_refused_in_one_line(changes, message):
+    with pytest.raises(ValueError) as info:
+        GridConfig.from_dict(grid(**changes), source="bad.yaml")
+    text = str(info.value)
+    assert text.startswith("bad.yaml: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "minatar_cpu.yaml"])
+def test_shipped_configs_are_valid(name, tmp_path):
+    config = load_grid(ROOT / "experiments" / name, root=tmp_path)
+    labels = {a.label for a in config.agents}
+    assert {"rim", "lstm"} <= labels and (config.treatment, config.baseline) == ("rim", "lstm")
+    assert len(config.cells()) == sum(len(g.seeds) for g in config.games) * len(config.agents)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(grid(agents=["rim", "transformer"])))
+    assert compare_main([str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "unknown agent 'transformer'" in err and "\n" not in err
+    assert compare_main([str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad.write_text("name: [unclosed")
+    assert compare_main([str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -1,0 +1,116 @@
+"""A tiny grid end to end (2 agents × 1 MinAtar game × 1 seed): stopped with SIGTERM, resumed from the
+cells' checkpoints, finished cells skipped, the report written; cell locks; the Ray backend."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rims_rl.experiments.aggregate import read_evaluations
+from rims_rl.experiments.config import load_grid
+from rims_rl.experiments.grid import LOCK_FILE, read_timing, run_cell, run_grid
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["n_steps=32", "batch_size=32", "n_epochs=1", "sequence_length=8"]
+
+
+def compare_main(argv):
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "scripts" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def tiny_grid(folder: Path, timesteps: int, agents=("rim", "lstm")) -> Path:
+    hidden = {"rim": ["policy_kwargs.rim_kwargs.hidden_size=8"], "lstm": ["policy_kwargs.lstm_hidden_size=8"]}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny", "agents": {a: {"hp": hidden[a]} for a in agents}, "seeds": 1, "timesteps": timesteps,
+        "eval_freq": 128, "eval_episodes": 1, "checkpoint_freq": 128, "n_envs": 2, "hp": TINY,
+        "games": ["MinAtar/Breakout"], "workers": 2, "report": {"bootstrap_reps": 200},
+        "runs_dir": str(folder / "runs"), "results_dir": str(folder / "results")}))
+    return path
+
+
+def test_stopped_grid_resumes_from_checkpoints_then_skips_finished_cells(tmp_path):
+    config_path = tiny_grid(tmp_path, timesteps=512)
+    cells = {c.label: c for c in load_grid(config_path).cells()}
+
+    def saved(cell):
+        return sorted(int(p.stem.split("_")[1]) for p in (cell.run_dir / "checkpoints").glob("model_*_steps.zip"))
+
+    def stop_at_the_first_checkpoint():  # what stopping a background job does: the cells checkpoint and stop
+        deadline = time.time() + 150
+        while time.time() < deadline and not any(saved(c) for c in cells.values()):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda *args: None)  # a late signal must not end pytest
+    try:
+        threading.Thread(target=stop_at_the_first_checkpoint, daemon=True).start()
+        result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.interrupted and not result.failed
+    stopped_at = {label: saved(c)[-1] for label, c in cells.items() if saved(c) and c.name not in result.trained}
+    assert stopped_at and all(step < 512 for step in stopped_at.values())  # at least one cell stopped mid-run
+    for label in stopped_at:
+        assert not (cells[label].run_dir / "final_model.zip").exists()
+        assert "interrupted: checkpoint saved" in (cells[label].run_dir / "train.log").read_text()
+
+    assert compare_main([str(config_path), "--no-progress"]) == 0  # the same command again
+    for label, cell in cells.items():
+        segments = read_timing(cell.run_dir / "timing.json")
+        if label in stopped_at:  # resumed from its checkpoint, not restarted (an interrupt checkpoint's
+            # name may lag its model by one vector step, n_envs=2)
+            assert len(segments) == 2 and stopped_at[label] <= segments[1]["start_step"] <= stopped_at[label] + 2
+        end = segments[-1]["end_step"]  # SB3 learns whole rollouts: a mid-rollout checkpoint ends a little past 512
+        assert 512 <= end < 512 + 64 and (cell.run_dir / "final_model.zip").exists()
+        steps, _ = read_evaluations(cell.run_dir / "evaluations.csv")
+        # every 128 steps and at the end (a stop between a checkpoint and its evaluation skips that one)
+        assert list(steps) == sorted(set(steps)) and {512, end} <= set(steps) <= {128, 256, 384, 512, end}
+    report = tmp_path / "results"
+    assert {p.name for p in report.iterdir()} >= {"scores.csv", "curves.png", "relative.png", "summary.md"}
+    assert (report / "scores.csv").read_text().count("MinAtar/Breakout") == 2
+
+    finals = {label: (c.run_dir / "final_model.zip").stat().st_mtime_ns for label, c in cells.items()}
+    result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
+    assert sorted(result.skipped) == sorted(c.name for c in cells.values()) and not result.trained
+    assert finals == {label: (c.run_dir / "final_model.zip").stat().st_mtime_ns for label, c in cells.items()}
+
+
+def test_a_cell_locked_by_another_process_is_left_alone(tmp_path):
+    cell = load_grid(tiny_grid(tmp_path, timesteps=64)).cells()[0]
+    cell.run_dir.mkdir(parents=True)
+    with open(cell.run_dir / LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_cell(cell) == "locked"
+    assert not (cell.run_dir / "config.yaml").exists()
+
+
+def test_a_run_directory_holding_another_run_is_refused(tmp_path):
+    config = load_grid(tiny_grid(tmp_path, timesteps=64))
+    cell = config.cells()[0]
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump({"env": cell.env, "agent": "ppo", "seed": cell.seed}))
+    with pytest.raises(ValueError, match="holds a run with agent='ppo', not "):
+        run_grid(config, progress=False, log=lambda msg: None)
+
+
+def test_ray_backend_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    config = load_grid(tiny_grid(tmp_path, timesteps=128, agents=("lstm",)))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    result = run_grid(config, backend="ray", workers=1, progress=False, log=lambda msg: None)
+    (cell,) = config.cells()
+    assert result.trained == [cell.name] and not result.failed
+    assert (cell.run_dir / "final_model.zip").exists()
+    assert read_timing(cell.run_dir / "timing.json")[-1]["end_step"] == 128
