@@ -37,6 +37,7 @@ class Run:
     :param finished: ``final_model.zip`` is present
     :param wall_time_s: training seconds over all segments (``None`` without ``timing.json``)
     :param steps_per_s: env steps per training second (``None`` without ``timing.json``)
+    :param trained_steps: env steps reached so far according to ``timing.json`` (0 without it)
     """
 
     path: Path
@@ -51,11 +52,13 @@ class Run:
     finished: bool
     wall_time_s: float | None = None
     steps_per_s: float | None = None
+    trained_steps: int = 0
 
     @property
     def steps(self) -> int:
-        """The last evaluated step (the end of training for a finished run)."""
-        return int(self.timesteps[-1]) if len(self.timesteps) else 0
+        """The last evaluated step (the end of training for a finished run), or further where
+        ``timing.json`` says the run got further."""
+        return max(int(self.timesteps[-1]) if len(self.timesteps) else 0, self.trained_steps)
 
     @property
     def final_score(self) -> float:
@@ -101,7 +104,8 @@ def read_run(run_dir: Path) -> Run:
     return Run(path=run_dir, env=config["env"], kind=game_key(config["env"])[0], label=cell.get("label", config["agent"]),
                agent=config["agent"], seed=int(config["seed"]), target_steps=int(config["hyperparameters"]["n_timesteps"]),
                timesteps=timesteps, scores=scores, finished=(run_dir / "final_model.zip").is_file(),
-               wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None)
+               wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None,
+               trained_steps=int(segments[-1]["end_step"]) if segments else 0)
 
 
 def collect_runs(runs_dir: str | Path) -> list[Run]:

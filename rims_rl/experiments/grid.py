@@ -163,9 +163,13 @@ def _interrupt(signum, frame):
 def _interrupt_once(signum, frame):
     """A cell's first SIGINT/SIGTERM stops training (``train`` then saves a checkpoint); later ones
     (Ctrl-C reaches the whole process group and the grid forwards it too) must not break that save."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, _ignore)  # a Python no-op, not SIG_IGN: a signal already pending finds a handler
+    signal.signal(signal.SIGTERM, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum, frame):
+    pass
 
 
 def _cell_process(cell: Cell, device: str, threads: int, queue) -> None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
     if description:
         lines += [description.strip(), ""]
     lines += [f"{len(finished)} of {len(runs)} runs finished" + (f" (run directories under `{runs_dir}`)" if runs_dir else "")
-              + ". Score: the mean raw game score (whole games, no reward clipping) of a run's last evaluation, "
+              + ". Score: the mean raw game score (whole games, no reward clipping, actions sampled from the "
+              "policy) of a run's last evaluation, "
               "i.e. at the end of training; *best* is the best evaluation during training. "
               "Mean ± std over seeds.", ""]
 
@@ -97,6 +99,8 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
             lines.append("- `(score − random) / (best − random)`, `best` = the highest final score of any run of the "
                          "game in this comparison: 0 is a random policy, 1 the best run (" +
                          ", ".join(g for g, m in agg.method.items() if m == "best") + ")")
+        if agg.runs_per_game == 1:
+            lines.append("- one run per game: the bootstrap has nothing to resample, the intervals collapse to the point")
         lines += ["", "| agent | IQM | median | mean |", "|---|---|---|---|"]
         for label, m in agg.metrics.items():
             lines.append(f"| {label} | {_ci(m['IQM'])} | {_ci(m['median'])} | {_ci(m['mean'])} |")
@@ -117,7 +121,10 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
         lines.append("")
     lines += ["## Files", "", "- `scores.csv`: one row per run (final and best score, normalised final score, steps, "
               "wall time, steps/s)", "- `curves.png`: evaluation score against env steps, mean over seeds with a 95% "
-              "Student-t confidence interval", "- `relative.png`: the per-game relative improvement above", ""]
+              "Student-t confidence interval"]
+    if treatment and baseline:
+        lines.append("- `relative.png`: the per-game relative improvement above")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -154,6 +161,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = N
     if treatment and baseline and improvements(runs, norms, treatment, baseline):
         files["relative.png"] = plot_relative(runs, out_dir / "relative.png", norms, treatment, baseline)
     aggregates = aggregate(runs, norms, treatment, baseline, reps) if labels else []
+    shown = os.path.relpath(runs_dir) if runs_dir.resolve().is_relative_to(Path.cwd()) else str(runs_dir)
     files["summary.md"].write_text(summary_markdown(runs, norms, aggregates, treatment, baseline,
-                                                    name or out_dir.name, description, str(runs_dir)))
+                                                    name or out_dir.name, description, shown))
     return files
