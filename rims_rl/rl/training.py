@@ -117,7 +117,7 @@ class AtomicCheckpointCallback(BaseCallback):
         return True
 
     def save(self) -> Path:
-        path = self.directory / f"model_{self.num_timesteps}_steps.zip"
+        path = self.directory / f"model_{self.model.num_timesteps}_steps.zip"  # the model may be a step ahead
         atomic_write(path, self.model.save)
         for old in checkpoints(self.directory)[: -self.keep]:
             old.unlink(missing_ok=True)
