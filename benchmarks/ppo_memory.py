@@ -1,25 +1,30 @@
 """Training speed and memory-task returns of RimPPO against sb3-contrib's RecurrentPPO, in one run.
 
-Run: ``python benchmarks/ppo_memory.py [--timesteps 50000] [--sequence-length 8] [--seed 0]
-[--agents rim lstm contrib ppo] [--rim-kwargs '{"hidden_size": 16}'] [--shared-core]``
+Run: ``python benchmarks/ppo_memory.py`` (options: ``--timesteps 50000 --sequence-length 16 --seed 0
+--agents rim lstm contrib ppo --critic shared --rim-kwargs '{"input_value_size": 64}'``)
 
 CartPole with the velocities removed (``CartPoleNoVelEnv``, 500-step limit), sb3-contrib's own memory
 benchmark (its ``tests/test_lstm.py``): 8 envs under VecNormalize, n_steps 128, batch 256, 10 epochs,
 learning rate 7e-4, GAE lambda 0.98, max grad norm 1, policy ``net_arch=dict(vf=[64], pi=[])``,
-``lstm_hidden_size=64``, no orthogonal init, a separate critic core (``--shared-core``: one core for
-both heads, trained by both losses, for the ``rim``, ``lstm`` and ``contrib-rim`` agents). Agents:
+``lstm_hidden_size=64``, no orthogonal init. Agents:
 
-- ``rim``: ``RimPPO("MlpRimPolicy")``, RIM core (6 mechanisms, 5 active, 4 input heads), chunks of
-  ``--sequence-length`` steps;
+- ``rim``: ``RimPPO("MlpRimPolicy")``, RIM core (6 mechanisms of 64 // 6 = 10 units, 5 active, 4 input
+  heads, ``--rim-kwargs``), chunks of ``--sequence-length`` steps;
 - ``lstm``: the same ``RimPPO`` trainer with ``core="lstm"`` (the Atari comparison's baseline);
-- ``contrib``: sb3-contrib's ``RecurrentPPO("MlpLstmPolicy")``, the reference for speed;
+- ``contrib``: sb3-contrib's ``RecurrentPPO("MlpLstmPolicy")`` exactly as its test runs it (a separate
+  critic LSTM), the reference for speed;
 - ``contrib-rim``: plain ``RecurrentPPO(MlpRimPolicy)`` (slow: padded full sequences);
 - ``ppo``: feedforward ``PPO("MlpPolicy")``, the control that cannot remember.
 
+``--critic shared`` (default, recommended): the ``rim``, ``lstm`` and ``contrib-rim`` agents have one core for
+both heads, trained by both losses (``shared_lstm=True, shared_critic_grad=True``); ``--critic separate``:
+a separate critic core, as sb3-contrib's test configures its LSTM.
+
 The agents train round-robin, one rollout (1024 steps) each in turn, so that a change of machine load
 hits all of them alike; steps/s is total steps over total training wall time (rollout + update) of an
-agent, and the ratios are against ``contrib``. After training each agent is evaluated on 20 episodes
-(deterministic actions, observation statistics frozen). Torch runs on one thread.
+agent, and the ratios are against ``contrib``. The agents share torch's and numpy's global random
+streams, so an agent's result depends on which others run beside it. After training each agent is
+evaluated on 20 episodes (deterministic actions, observation statistics frozen). Torch runs on one thread.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def make_env() -> TimeLimit:
     return TimeLimit(CartPoleNoVelEnv(), max_episode_steps=500)
 
 
-def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, shared_core: bool = False):
+def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, shared_core: bool = True):
     env = VecNormalize(make_vec_env(make_env, n_envs=N_ENVS, seed=seed))
     common = dict(seed=seed, **HYPERPARAMS)
     ours = dict(POLICY_KWARGS, shared_lstm=True, enable_critic_lstm=False, shared_critic_grad=True) if shared_core \
@@ -79,18 +84,19 @@ def evaluate(model, seed: int, episodes: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=50_000)
-    parser.add_argument("--sequence-length", type=lambda s: None if s == "None" else int(s), default=8)
+    parser.add_argument("--sequence-length", type=lambda s: None if s == "None" else int(s), default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--agents", nargs="+", default=["rim", "lstm", "contrib", "ppo"])
-    parser.add_argument("--rim-kwargs", type=json.loads, default={}, help="JSON dict for the RIM core")
+    parser.add_argument("--rim-kwargs", type=json.loads, default={"input_value_size": 64},
+                        help="JSON dict for the RIM core (default: values of size 64, not the core's 400)")
     parser.add_argument("--eval-episodes", type=int, default=20)
-    parser.add_argument("--shared-core", action="store_true",
-                        help="rim and lstm agents: one core for both heads, trained by both losses "
-                             "(shared_lstm=True, shared_critic_grad=True) instead of a separate critic core")
+    parser.add_argument("--critic", choices=["shared", "separate"], default="shared",
+                        help="our agents: one core for both heads trained by both losses, or a separate critic core")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    models = {a: build(a, args.seed, args.sequence_length, args.rim_kwargs, args.shared_core) for a in args.agents}
+    models = {a: build(a, args.seed, args.sequence_length, args.rim_kwargs, args.critic == "shared")
+              for a in args.agents}
     per_rollout = HYPERPARAMS["n_steps"] * N_ENVS
     seconds = dict.fromkeys(models, 0.0)
     done = 0
@@ -108,7 +114,7 @@ def main() -> None:
         rows.append((name, done / seconds[name], mean, std))
     ref = dict((r[0], r[1]) for r in rows).get("contrib")
     print(f"\nCartPoleNoVel, {done} steps, seed {args.seed}, sequence_length {args.sequence_length}, "
-          f"rim_kwargs {args.rim_kwargs}, shared core {args.shared_core}")
+          f"rim_kwargs {args.rim_kwargs}, critic {args.critic}")
     print(f"{'agent':12s} {'steps/s':>8s} {'vs contrib':>10s} {'eval return':>14s}")
     for name, sps, mean, std in rows:
         ratio = f"{sps / ref:.2f}x" if ref else "-"
