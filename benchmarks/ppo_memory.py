@@ -1,6 +1,6 @@
 """Training speed and memory-task returns of RimPPO against sb3-contrib's RecurrentPPO, in one run.
 
-Run: ``python benchmarks/ppo_memory.py`` (options: ``--timesteps 50000 --sequence-length 16 --seed 0
+Run: ``python benchmarks/ppo_memory.py`` (options: ``--timesteps 50000 --sequence-length 16 --seeds 0 1 2
 --agents rim lstm contrib ppo --critic shared --rim-kwargs '{"input_value_size": 64}'``)
 
 CartPole with the velocities removed (``CartPoleNoVelEnv``, 500-step limit), sb3-contrib's own memory
@@ -22,15 +22,20 @@ a separate critic core, as sb3-contrib's test configures its LSTM.
 
 The agents train round-robin, one rollout (1024 steps) each in turn, so that a change of machine load
 hits all of them alike; steps/s is total steps over total training wall time (rollout + update) of an
-agent, and the ratios are against ``contrib``. The agents share torch's and numpy's global random
-streams, so an agent's result depends on which others run beside it. After training each agent is
-evaluated on 20 episodes (deterministic actions, observation statistics frozen). Torch runs on one thread.
+agent, and the ratios are against ``contrib``. Each agent keeps its own torch/numpy/random streams, so
+its result does not depend on which agents run beside it. After training each agent is evaluated on 20
+episodes (deterministic actions, observation statistics frozen). With several ``--seeds`` the table
+gives the steps/s over all seeds and the mean and each seed's evaluation return. Torch runs on one thread.
+
+A single run's return is a noisy draw: the final PPO iterate of a RIM policy ranged from 181 to 500
+across seeds and random streams here, so judge returns over several seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 
 import numpy as np
@@ -74,6 +79,36 @@ def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, 
     raise ValueError(f"unknown agent {agent!r}; allowed: rim, lstm, contrib, contrib-rim, ppo")
 
 
+def rng_state() -> tuple:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0]), np.random.set_state(state[1]), random.setstate(state[2])
+
+
+def run_seed(agents: list[str], seed: int, args) -> dict[str, tuple[float, float, float]]:
+    """Train the agents round-robin for one seed; :return: per agent (seconds, eval mean, eval std)."""
+    models, streams = {}, {}
+    for agent in agents:
+        models[agent] = build(agent, seed, args.sequence_length, args.rim_kwargs, args.critic == "shared")
+        streams[agent] = rng_state()  # as if the agent ran alone: built (and seeded) then trained
+    per_rollout = HYPERPARAMS["n_steps"] * N_ENVS
+    seconds = dict.fromkeys(models, 0.0)
+    done = 0
+    while done < args.timesteps:
+        for name, model in models.items():
+            set_rng_state(streams[name])
+            t0 = time.perf_counter()
+            model.learn(per_rollout, reset_num_timesteps=done == 0)
+            seconds[name] += time.perf_counter() - t0
+            streams[name] = rng_state()
+        done += per_rollout
+        print(f"seed {seed}, {done} steps: " + ", ".join(f"{n} {done / s:.0f}/s" for n, s in seconds.items()),
+              flush=True)
+    return {name: (seconds[name], *evaluate(model, seed, args.eval_episodes)) for name, model in models.items()}
+
+
 def evaluate(model, seed: int, episodes: int) -> tuple[float, float]:
     eval_env = VecNormalize(make_vec_env(make_env, n_envs=4, seed=seed + 1000), training=False, norm_reward=False)
     eval_env.obs_rms = model.get_env().obs_rms
@@ -85,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=50_000)
     parser.add_argument("--sequence-length", type=lambda s: None if s == "None" else int(s), default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--agents", nargs="+", default=["rim", "lstm", "contrib", "ppo"])
     parser.add_argument("--rim-kwargs", type=json.loads, default={"input_value_size": 64},
                         help="JSON dict for the RIM core (default: values of size 64, not the core's 400)")
@@ -95,31 +130,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    models = {a: build(a, args.seed, args.sequence_length, args.rim_kwargs, args.critic == "shared")
-              for a in args.agents}
-    per_rollout = HYPERPARAMS["n_steps"] * N_ENVS
-    seconds = dict.fromkeys(models, 0.0)
-    done = 0
-    while done < args.timesteps:
-        for name, model in models.items():
-            t0 = time.perf_counter()
-            model.learn(per_rollout, reset_num_timesteps=done == 0)
-            seconds[name] += time.perf_counter() - t0
-        done += per_rollout
-        print(f"{done} steps: " + ", ".join(f"{n} {done / s:.0f}/s" for n, s in seconds.items()), flush=True)
-
-    rows = []
-    for name, model in models.items():
-        mean, std = evaluate(model, args.seed, args.eval_episodes)
-        rows.append((name, done / seconds[name], mean, std))
-    ref = dict((r[0], r[1]) for r in rows).get("contrib")
-    print(f"\nCartPoleNoVel, {done} steps, seed {args.seed}, sequence_length {args.sequence_length}, "
-          f"rim_kwargs {args.rim_kwargs}, critic {args.critic}")
-    print(f"{'agent':12s} {'steps/s':>8s} {'vs contrib':>10s} {'eval return':>14s}")
-    for name, sps, mean, std in rows:
-        ratio = f"{sps / ref:.2f}x" if ref else "-"
-        print(f"{name:12s} {sps:8.0f} {ratio:>10s} {mean:8.1f} ± {std:4.1f}")
-
+    results = {seed: run_seed(args.agents, seed, args) for seed in args.seeds}
+    steps = -(-args.timesteps // 1024) * 1024 * len(args.seeds)
+    sps = {a: steps / sum(results[seed][a][0] for seed in args.seeds) for a in args.agents}
+    print(f"\nCartPoleNoVel, {steps // len(args.seeds)} steps, seeds {args.seeds}, sequence_length "
+          f"{args.sequence_length}, rim_kwargs {args.rim_kwargs}, critic {args.critic}")
+    print(f"{'agent':12s} {'steps/s':>8s} {'vs contrib':>10s} {'mean return':>12s}  returns per seed (mean ± std over {args.eval_episodes} episodes)")
+    for a in args.agents:
+        ratio = f"{sps[a] / sps['contrib']:.2f}x" if "contrib" in sps else "-"
+        per_seed = ", ".join(f"{results[seed][a][1]:.1f} ± {results[seed][a][2]:.1f}" for seed in args.seeds)
+        mean = np.mean([results[seed][a][1] for seed in args.seeds])
+        print(f"{a:12s} {sps[a]:8.0f} {ratio:>10s} {mean:12.1f}  {per_seed}")
 
 if __name__ == "__main__":
     main()
