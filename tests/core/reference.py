@@ -16,7 +16,7 @@ def reference_step(cell, x, state):
     """
     att, grp = cell.input_attention, cell.cell
     b, n, d = x.shape
-    U, H, heads = cell.num_units, cell.hidden_size, att.num_heads
+    U, heads = cell.num_units, att.num_heads
     h = state[0]
     xs = torch.cat([x.new_zeros(b, 1, d), x], dim=1)  # the null element first
     keys = (xs @ att.key.weight.t()).view(b, n + 1, heads, -1)
