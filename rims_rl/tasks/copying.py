@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .models import CopyingModel, CoreConfig
+from .models import CopyingModel
 from .task import SupervisedTask
 
 BLANK = 0
