@@ -5,6 +5,7 @@
     python scripts/compare.py experiments/paper.yaml --backend ray --ray-address auto   # cells as Ray tasks
     python scripts/compare.py experiments/minatar_cpu.yaml --report-only              # report from the runs so far
     python scripts/compare.py experiments/minatar_cpu.yaml --dry-run                  # list the cells and their state
+    python scripts/compare.py experiments/minatar_cpu.yaml --games MinAtar/Breakout   # only some of its games
     python scripts/compare.py --measure-random --episodes 500   # MinAtar random-policy reference scores
 
 Run it again after a crash, a reboot or Ctrl-C: finished cells are skipped, interrupted ones resume
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="write the report from the existing runs, train nothing")
     parser.add_argument("--no-report", action="store_true", help="train only")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, train nothing")
+    parser.add_argument("--games", nargs="+", default=None, metavar="GAME",
+                        help="train only these games of the grid (as the config names them); the report covers all runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--measure-random", action="store_true",
                         help="measure the MinAtar random-policy scores into experiments/minatar_random_scores.yaml")
@@ -55,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         from rims_rl.experiments.report import write_report
 
         config = load_grid(args.config)
+        if args.games:
+            names = [g.env for g in config.games]
+            unknown = [g for g in args.games if g not in names]
+            if unknown:
+                raise ValueError(f"--games: {', '.join(unknown)} not in {args.config}; its games: {', '.join(names)}")
+            config.games = [g for g in config.games if g.env in args.games]
         if args.dry_run:
             for cell in config.cells():
                 print(f"{cell_status(cell):8s} {cell_steps(cell):>10,}/{cell.timesteps:,}  {cell.name:40s} {cell.run_dir}")

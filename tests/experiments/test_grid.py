@@ -105,6 +105,19 @@ def test_a_run_directory_holding_another_run_is_refused(tmp_path):
         run_grid(config, progress=False, log=lambda msg: None)
 
 
+def test_games_option_trains_only_the_named_games(tmp_path, capsys):
+    config_path = tiny_grid(tmp_path, timesteps=64)
+    data = yaml.safe_load(config_path.read_text())
+    data["games"] = ["MinAtar/Breakout", "MinAtar/Asterix"]
+    config_path.write_text(yaml.safe_dump(data))
+    assert compare_main([str(config_path), "--dry-run", "--games", "MinAtar/Asterix"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and all("MinAtar/Asterix" in line for line in listed)
+    assert compare_main([str(config_path), "--dry-run", "--games", "Asterix"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --games: Asterix not in %s; its games: MinAtar/Breakout, MinAtar/Asterix" % config_path
+
+
 def test_ray_backend_on_a_local_instance(tmp_path):
     pytest.importorskip("ray")
     config = load_grid(tiny_grid(tmp_path, timesteps=128, agents=("lstm",)))
