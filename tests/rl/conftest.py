@@ -1,20 +1,10 @@
-"""Shared helpers of the RL tests: one torch thread, tiny RIMs, tiny environments."""
+"""Shared helpers of the RL tests: tiny RIMs, tiny environments (one torch thread: ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import pytest
-import torch
 from gymnasium import spaces
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 #: a RIM small enough for fast tests (6 mechanisms of 4 units, 5 active: the paper's RL competition)

@@ -1,4 +1,4 @@
-"""One torch thread for the task tests: on a small shared machine extra threads only contend."""
+"""One torch thread for every test: on a small shared machine extra threads only contend."""
 
 import pytest
 import torch
