@@ -1,7 +1,7 @@
 """Training speed and memory-task returns of RimPPO against sb3-contrib's RecurrentPPO, in one run.
 
 Run: ``python benchmarks/ppo_memory.py`` (options: ``--timesteps 50000 --sequence-length 16 --seeds 0 1 2
---agents rim lstm contrib ppo --critic shared --rim-kwargs '{"input_value_size": 64}'``)
+--agents rim lstm contrib ppo --critic shared --rim-kwargs '{"input_value_size": 64}' --truncate-bptt 16``)
 
 CartPole with the velocities removed (``CartPoleNoVelEnv``, 500-step limit), sb3-contrib's own memory
 benchmark (its ``tests/test_lstm.py``): 8 envs under VecNormalize, n_steps 128, batch 256, 10 epochs,
@@ -59,11 +59,13 @@ def make_env() -> TimeLimit:
     return TimeLimit(CartPoleNoVelEnv(), max_episode_steps=500)
 
 
-def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, shared_core: bool = True):
+def build(agent: str, seed: int, sequence_length: int | None, rim_kwargs: dict, shared_core: bool = True,
+          truncate_bptt: int | None = None):
     env = VecNormalize(make_vec_env(make_env, n_envs=N_ENVS, seed=seed))
     common = dict(seed=seed, **HYPERPARAMS)
     ours = dict(POLICY_KWARGS, shared_lstm=True, enable_critic_lstm=False, shared_critic_grad=True) if shared_core \
         else POLICY_KWARGS
+    ours = dict(ours, truncate_bptt=truncate_bptt)
     if agent == "rim":
         return RimPPO("MlpRimPolicy", env, sequence_length=sequence_length,
                       policy_kwargs=dict(ours, rim_kwargs=rim_kwargs), **common)
@@ -91,7 +93,8 @@ def run_seed(agents: list[str], seed: int, args) -> dict[str, tuple[float, float
     """Train the agents round-robin for one seed; :return: per agent (seconds, eval mean, eval std)."""
     models, streams = {}, {}
     for agent in agents:
-        models[agent] = build(agent, seed, args.sequence_length, args.rim_kwargs, args.critic == "shared")
+        models[agent] = build(agent, seed, args.sequence_length, args.rim_kwargs, args.critic == "shared",
+                              args.truncate_bptt)
         streams[agent] = rng_state()  # as if the agent ran alone: built (and seeded) then trained
     per_rollout = HYPERPARAMS["n_steps"] * N_ENVS
     seconds = dict.fromkeys(models, 0.0)
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--critic", choices=["shared", "separate"], default="shared",
                         help="our agents: one core for both heads trained by both losses, or a separate critic core")
+    parser.add_argument("--truncate-bptt", type=int, default=None,
+                        help="our agents' truncate_bptt (steps of backpropagation through time; default: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -134,7 +139,7 @@ def main() -> None:
     steps = -(-args.timesteps // 1024) * 1024 * len(args.seeds)
     sps = {a: steps / sum(results[seed][a][0] for seed in args.seeds) for a in args.agents}
     print(f"\nCartPoleNoVel, {steps // len(args.seeds)} steps, seeds {args.seeds}, sequence_length "
-          f"{args.sequence_length}, rim_kwargs {args.rim_kwargs}, critic {args.critic}")
+          f"{args.sequence_length}, rim_kwargs {args.rim_kwargs}, critic {args.critic}, truncate_bptt {args.truncate_bptt}")
     print(f"{'agent':12s} {'steps/s':>8s} {'vs contrib':>10s} {'mean return':>12s}  returns per seed (mean ± std over {args.eval_episodes} episodes)")
     for a in args.agents:
         ratio = f"{sps[a] / sps['contrib']:.2f}x" if "contrib" in sps else "-"

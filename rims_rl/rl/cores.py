@@ -88,6 +88,9 @@ class RimCore(_CoreConfigCheck, nn.Module):
         ``cell``, ``num_layers`` and the ``RIMCell`` keywords (attention sizes, heads, dropout...)
     """
 
+    #: set by the policy: steps of backpropagation through time in training (``None``: whole sequences)
+    truncate_bptt: int | None = None
+
     def __init__(self, input_size: int, num_elements: int, rim_kwargs: dict[str, Any]):
         super().__init__()
         if input_size % num_elements:
@@ -139,6 +142,8 @@ class LstmCore(_CoreConfigCheck, nn.LSTM):
     """
 
     num_units = 1
+    #: set by the policy: steps of backpropagation through time in training (``None``: whole sequences)
+    truncate_bptt: int | None = None
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **lstm_kwargs):
         unknown = sorted(set(lstm_kwargs) - {"bias", "dropout"})

@@ -53,6 +53,10 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         backpropagate into the shared core too: one recurrent base trained by both losses, as in the
         common PPO implementations with a recurrent base (e.g. ikostrikov's pytorch-a2c-ppo-acktr-gail).
         sb3-contrib's ``shared_lstm`` alone trains the core with the policy loss only.
+    :param truncate_bptt: in training, backpropagate through at most this many steps of a sequence: the
+        state is detached every ``truncate_bptt`` steps (values and log-probabilities are unchanged).
+        ``None`` (default): through whole sequences, as sb3-contrib does. Plain ``RecurrentPPO`` trains on
+        sequences of up to ``n_steps``; ``RimPPO``'s chunks of ``sequence_length`` already bound them.
     :param kwargs: the other ``RecurrentActorCriticPolicy`` arguments (``net_arch``, ``ortho_init``,
         ``features_extractor_class``, ``shared_lstm``, ``enable_critic_lstm``...)
     """
@@ -73,6 +77,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
         shared_critic_grad: bool = False,
+        truncate_bptt: int | None = None,
         **kwargs,
     ):
         if core not in CORES:
@@ -85,12 +90,16 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             raise ValueError("shared_lstm=True needs enable_critic_lstm=False (a shared core, or a separate one)")
         if shared_critic_grad and not kwargs.get("shared_lstm"):
             raise ValueError("shared_critic_grad=True needs shared_lstm=True (and enable_critic_lstm=False)")
+        if truncate_bptt is not None and (isinstance(truncate_bptt, bool) or not isinstance(truncate_bptt, int)
+                                          or truncate_bptt < 1):
+            raise ValueError(f"truncate_bptt must be a positive number of steps or None, got {truncate_bptt!r}")
         if kwargs.get("features_extractor_class") is None:
             if input_elements not in self.default_extractors:
                 raise ValueError(f"input_elements={input_elements!r} needs an image policy (CnnRimPolicy) or a "
                                  "features_extractor_class with a num_elements attribute")
             kwargs["features_extractor_class"] = self.default_extractors[input_elements]
         self.core_kind, self.input_elements, self.shared_critic_grad = core, input_elements, shared_critic_grad
+        self.truncate_bptt = truncate_bptt
         self.rim_kwargs = resolve_rim_kwargs(rim_kwargs, lstm_hidden_size, n_lstm_layers) if core == "rim" else None
         self.core_lstm_kwargs = dict(lstm_kwargs or {})
         self._lstm_hidden_size, self._n_lstm_layers = lstm_hidden_size, n_lstm_layers
@@ -119,8 +128,11 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
 
     def _build_core(self, num_elements: int) -> RimCore | LstmCore:
         if self.core_kind == "rim":
-            return RimCore(self.features_dim, num_elements, self.rim_kwargs)
-        return LstmCore(self.features_dim, self._lstm_hidden_size, self._n_lstm_layers, **self.core_lstm_kwargs)
+            core = RimCore(self.features_dim, num_elements, self.rim_kwargs)
+        else:
+            core = LstmCore(self.features_dim, self._lstm_hidden_size, self._n_lstm_layers, **self.core_lstm_kwargs)
+        core.truncate_bptt = self.truncate_bptt  # read by _process_sequence, a static method in sb3-contrib
+        return core
 
     @staticmethod
     def _process_sequence(
@@ -140,7 +152,14 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         n_seq = lstm_states[0].shape[1]
         xs = features.reshape(n_seq, -1, features.shape[-1]).transpose(0, 1)  # (n_seq * T, F) -> (T, n_seq, F)
         starts = episode_starts.reshape(n_seq, -1).transpose(0, 1)  # (n_seq * T,) -> (T, n_seq)
-        out, states, _ = lstm(xs, lstm_states, starts)
+        step = lstm.truncate_bptt if torch.is_grad_enabled() and lstm.truncate_bptt else xs.shape[0]
+        outs, states = [], lstm_states
+        for start in range(0, xs.shape[0], step):  # one piece unless BPTT is truncated
+            if start:
+                states = tuple(s.detach() for s in states)
+            out, states, _ = lstm(xs[start:start + step], states, starts[start:start + step])
+            outs.append(out)
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.transpose(0, 1).flatten(0, 1), states  # (T, n_seq, S) -> (n_seq * T, S)
 
     def forward(
@@ -185,6 +204,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             shared_lstm=self.shared_lstm,
             enable_critic_lstm=self.enable_critic_lstm,
             shared_critic_grad=self.shared_critic_grad,
+            truncate_bptt=self.truncate_bptt,
             share_features_extractor=self.share_features_extractor,
         )
         return data

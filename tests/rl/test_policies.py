@@ -179,6 +179,7 @@ def test_loading_weights_of_another_rim_configuration_names_both():
         (MlpRimPolicy, dict(shared_lstm=True), r"shared_lstm=True needs enable_critic_lstm=False"),
         (MlpRimPolicy, dict(shared_critic_grad=True), r"shared_critic_grad=True needs shared_lstm=True"),
         (MlpRimPolicy, dict(core="lstm", lstm_kwargs=dict(batch_first=True)), r"lstm_kwargs accepts only"),
+        (MlpRimPolicy, dict(truncate_bptt=0), r"truncate_bptt must be a positive number of steps or None, got 0"),
     ],
 )
 def test_bad_arguments_raise_value_error(policy_cls, kwargs, match):
@@ -202,3 +203,29 @@ def test_shared_core_critic_gradient(shared_critic_grad):
     with torch.no_grad():  # same numbers either way
         _, values_acting, _, _ = policy(obs.view(3, 4, 3)[:, 0], random_states(policy, 3), torch.zeros(3))
     torch.testing.assert_close(values_acting, values.detach().view(3, 4)[:, :1])
+
+
+@pytest.mark.parametrize("core", ["rim", "lstm"])
+def test_truncated_bptt_keeps_values_and_cuts_gradient_paths(core):
+    """truncate_bptt=2 on 6-step sequences: the same values and log-probabilities, but a step's loss no
+    longer reaches the state more than 2 steps back (here: the sequence's initial state)."""
+    torch.manual_seed(0)
+    kwargs = dict(rim_kwargs=TINY_RIM) if core == "rim" else dict(core="lstm", lstm_hidden_size=8)
+    full = MlpRimPolicy(box(3), spaces.Discrete(3), lr, net_arch=[8], **kwargs)
+    truncated = MlpRimPolicy(box(3), spaces.Discrete(3), lr, net_arch=[8], truncate_bptt=2, **kwargs)
+    truncated.load_state_dict(full.state_dict())
+    assert truncated.lstm_actor.truncate_bptt == 2 and full.lstm_actor.truncate_bptt is None
+    obs, actions = torch.randn(6 * 3, 3), torch.randint(0, 3, (6 * 3,))  # 3 sequences of 6 steps
+    results = {}
+    for name, policy in (("full", full), ("truncated", truncated)):
+        states = random_states(policy, 3)
+        states.pi[0].requires_grad_(True)
+        values, log_prob, _ = policy.evaluate_actions(obs, actions, states, torch.zeros(6 * 3))
+        first, last = log_prob.view(3, 6)[:, 1].sum(), log_prob.view(3, 6)[:, 5].sum()
+        grad_first, = torch.autograd.grad(first, states.pi[0], retain_graph=True)
+        grad_last, = torch.autograd.grad(last, states.pi[0])
+        results[name] = values.detach(), log_prob.detach(), grad_first.abs().sum(), grad_last.abs().sum()
+    torch.testing.assert_close(results["truncated"][0], results["full"][0])
+    torch.testing.assert_close(results["truncated"][1], results["full"][1])
+    assert results["full"][2] > 0 and results["truncated"][2] > 0  # step 1 is within the first 2 steps
+    assert results["full"][3] > 0 and results["truncated"][3] == 0  # step 5 is not
