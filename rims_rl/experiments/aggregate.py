@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .grid import CELL_FILE, TIMING_FILE, read_timing
+from .grid import CELL_FILE, TIMING_FILE, is_finished, read_timing
 from .references import Reference, game_key, load_references
 
 
@@ -34,7 +34,7 @@ class Run:
     :param target_steps: the run's ``n_timesteps``
     :param timesteps: evaluation steps, ``[E]``
     :param scores: mean raw score of each evaluation, ``[E]``
-    :param finished: ``final_model.zip`` is present
+    :param finished: the run trained to its end (``final_model.zip`` or the grid's ``done.json`` present)
     :param wall_time_s: training seconds over all segments (``None`` without ``timing.json``)
     :param steps_per_s: env steps per training second (``None`` without ``timing.json``)
     :param trained_steps: env steps reached so far according to ``timing.json`` (0 without it)
@@ -103,7 +103,7 @@ def read_run(run_dir: Path) -> Run:
     steps = sum(int(s["end_step"]) - int(s["start_step"]) for s in segments)
     return Run(path=run_dir, env=config["env"], kind=game_key(config["env"])[0], label=cell.get("label", config["agent"]),
                agent=config["agent"], seed=int(config["seed"]), target_steps=int(config["hyperparameters"]["n_timesteps"]),
-               timesteps=timesteps, scores=scores, finished=(run_dir / "final_model.zip").is_file(),
+               timesteps=timesteps, scores=scores, finished=is_finished(run_dir),
                wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None,
                trained_steps=int(segments[-1]["end_step"]) if segments else 0)
 

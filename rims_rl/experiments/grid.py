@@ -1,7 +1,10 @@
 """Run a comparison grid: every cell (agent × game × seed) is one ``rims_rl.rl.training.train`` run in
 its own run directory, trained in a fresh process, ``workers`` at a time (or as Ray tasks).
 
-- A cell whose run directory holds ``final_model.zip`` is finished and skipped.
+- A cell whose run directory holds ``final_model.zip`` or ``done.json`` is finished and skipped.
+  ``done.json`` (written when the cell finishes) keeps a run directory finished without its model
+  files, so a grid's run directories can be kept in a repository with only their small files (logs,
+  evaluations, TensorBoard events) and the grid resumed elsewhere.
 - A cell with a ``config.yaml`` but no final model was interrupted: it resumes from its newest
   checkpoint (``train(..., resume=True)``).
 - A cell holds an exclusive lock (``.cell.lock``) while it trains, so two grid processes never train
@@ -13,7 +16,7 @@ its own run directory, trained in a fresh process, ``workers`` at a time (or as 
   the same command again to continue.
 
 Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid),
-``timing.json`` and ``train.log`` (the cell's stdout and stderr).
+``timing.json``, ``train.log`` (the cell's stdout and stderr) and, when it finishes, ``done.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ..utils.atomic_io import atomic_write_text
 from .config import Cell, GridConfig
 
 TIMING_FILE = "timing.json"
+DONE_FILE = "done.json"
 CELL_FILE = "cell.yaml"
 LOG_FILE = "train.log"
 LOCK_FILE = ".cell.lock"
@@ -88,9 +92,14 @@ def read_timing(path: Path) -> list[dict]:
         return []
 
 
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` trained to its end: ``final_model.zip`` or ``done.json`` present."""
+    return (Path(run_dir) / "final_model.zip").is_file() or (Path(run_dir) / DONE_FILE).is_file()
+
+
 def cell_status(cell: Cell) -> str:
-    """``"done"`` (final model present), ``"partial"`` (a run was started: resume it) or ``"new"``."""
-    if (cell.run_dir / "final_model.zip").exists():
+    """``"done"`` (finished, :func:`is_finished`), ``"partial"`` (a run was started: resume it) or ``"new"``."""
+    if is_finished(cell.run_dir):
         return "done"
     if (cell.run_dir / "config.yaml").exists():
         return "partial"
@@ -150,6 +159,10 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
         train(cell.env, cell.agent, cell.seed, cell.timesteps, None if resume else cell.n_envs, device,
               cell.run_dir, None if resume else list(cell.hp), resume=resume, progress=False,
               callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)])
+        segments = read_timing(cell.run_dir / TIMING_FILE)
+        atomic_write_text(json.dumps({"env": cell.env, "label": cell.label, "seed": cell.seed,
+                                      "steps": int(segments[-1]["end_step"]) if segments else cell.timesteps}),
+                          cell.run_dir / DONE_FILE)
         return "trained"
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import signal
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rims_rl.experiments.aggregate import read_evaluations
+from rims_rl.experiments.aggregate import collect_runs, read_evaluations
 from rims_rl.experiments.config import load_grid
 from rims_rl.experiments.grid import LOCK_FILE, read_timing, run_cell, run_grid
 
@@ -85,6 +86,16 @@ def test_stopped_grid_resumes_from_checkpoints_then_skips_finished_cells(tmp_pat
     result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
     assert sorted(result.skipped) == sorted(c.name for c in cells.values()) and not result.trained
     assert finals == {label: (c.run_dir / "final_model.zip").stat().st_mtime_ns for label, c in cells.items()}
+
+    # the run directories as kept in a repository, without their model files: still finished
+    for cell in cells.values():
+        assert json.loads((cell.run_dir / "done.json").read_text())["steps"] == read_timing(
+            cell.run_dir / "timing.json")[-1]["end_step"]
+        for model in [*cell.run_dir.rglob("*.zip"), *cell.run_dir.rglob("*.pt")]:
+            model.unlink()
+    result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
+    assert sorted(result.skipped) == sorted(c.name for c in cells.values()) and not result.trained
+    assert all(run.finished for run in collect_runs(tmp_path / "runs"))
 
 
 def test_a_cell_locked_by_another_process_is_left_alone(tmp_path):
