@@ -13,7 +13,10 @@ learning rate 7e-4, GAE lambda 0.98, max grad norm 1, policy ``net_arch=dict(vf=
 - ``lstm``: the same ``RimPPO`` trainer with ``core="lstm"`` (the Atari comparison's baseline);
 - ``contrib``: sb3-contrib's ``RecurrentPPO("MlpLstmPolicy")`` exactly as its test runs it (a separate
   critic LSTM), the reference for speed;
-- ``contrib-rim``: plain ``RecurrentPPO(MlpRimPolicy)`` (slow: padded full sequences);
+- ``contrib-rim``: plain ``RecurrentPPO(MlpRimPolicy)`` (slow: padded full sequences of up to 128
+  steps), backpropagating through at most ``--truncate-bptt`` steps of them (default 16, recommended;
+  through whole sequences, ``--truncate-bptt None``, the RIM learned less here: mean return 381
+  against 465 over seeds 0-4);
 - ``ppo``: feedforward ``PPO("MlpPolicy")``, the control that cannot remember.
 
 ``--critic shared`` (default, recommended): the ``rim``, ``lstm`` and ``contrib-rim`` agents have one core for
@@ -130,8 +133,9 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--critic", choices=["shared", "separate"], default="shared",
                         help="our agents: one core for both heads trained by both losses, or a separate critic core")
-    parser.add_argument("--truncate-bptt", type=int, default=None,
-                        help="our agents' truncate_bptt (steps of backpropagation through time; default: none)")
+    parser.add_argument("--truncate-bptt", type=lambda s: None if s == "None" else int(s), default=16,
+                        help="our agents' truncate_bptt: steps of backpropagation through time (None: whole "
+                             "sequences); RimPPO's chunks of --sequence-length steps are bounded already")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
