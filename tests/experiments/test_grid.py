@@ -65,6 +65,7 @@ def test_stopped_grid_resumes_from_checkpoints_then_skips_finished_cells(tmp_pat
     assert stopped_at and all(step < 512 for step in stopped_at.values())  # at least one cell stopped mid-run
     for label in stopped_at:
         assert not (cells[label].run_dir / "final_model.zip").exists()
+        assert not (cells[label].run_dir / "done.json").exists()
         assert "interrupted: checkpoint saved" in (cells[label].run_dir / "train.log").read_text()
 
     assert compare_main([str(config_path), "--no-progress"]) == 0  # the same command again
