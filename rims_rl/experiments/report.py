@@ -44,8 +44,8 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
         lines += [description.strip(), ""]
     lines += [f"{len(finished)} of {len(runs)} runs finished" + (f" (run directories under `{runs_dir}`)" if runs_dir else "")
               + ". Score: the mean raw game score (whole games, no reward clipping, actions sampled from the "
-              "policy) of a run's last evaluation, "
-              "i.e. at the end of training; *best* is the best evaluation during training. "
+              "policy); a run's *final* score is the mean of its evaluations in the last 10% of training "
+              "(e.g. at 900k, 950k, 1M steps and the end), *best* its best single evaluation. "
               "Mean ± std over seeds.", ""]
 
     lines += ["## Per game", "",
@@ -114,7 +114,7 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
 
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
-        lines += ["## Unfinished runs (not in the tables above)", "", "| game | agent | seed | steps | last score |",
+        lines += ["## Unfinished runs (not in the tables above)", "", "| game | agent | seed | steps | final score so far |",
                   "|---|---|---|---|---|"]
         lines += [f"| {r.env} | {r.label} | {r.seed} | {r.steps:,} / {r.target_steps:,} | {_fmt(r.final_score, 2)} |"
                   for r in unfinished]

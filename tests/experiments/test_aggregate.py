@@ -55,6 +55,14 @@ def test_resumed_run_keeps_the_final_lineage_and_its_timing(tmp_path):
     assert r.wall_time_s == 15.0 and r.steps_per_s == pytest.approx(600 / 15)  # redone steps count: they cost time
 
 
+def test_final_score_averages_the_evaluations_of_the_last_tenth_of_training(tmp_path):
+    run = make_run(tmp_path, "MinAtar/Breakout", "rim", 0,
+                   [(50_000, 9.0), (850_000, 9.0), (900_000, 2.0), (950_000, 3.0), (1_000_000, 4.0), (1_000_448, 9.0)],
+                   target=1_000_000)  # SB3 ends training on a whole rollout, a little past the target
+    (r,) = collect_runs(tmp_path)
+    assert r.final_score == pytest.approx((2 + 3 + 4 + 9) / 4) and r.best_score == 9
+
+
 def test_normalisation_human_where_known_else_random_to_best(runs_dir):
     runs = collect_runs(runs_dir)
     norms = normalisers(runs, REFS)
