@@ -133,7 +133,8 @@ def test_spatial_elements_are_feature_map_positions():
     "policy_cls, space, kwargs",
     [
         (CnnRimPolicy, IMAGE, dict(input_elements="spatial", rim_kwargs=dict(TINY_RIM, cell="gru"))),
-        (MultiInputRimPolicy, spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}), dict(rim_kwargs=TINY_RIM)),
+        (MultiInputRimPolicy, spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}), dict(rim_kwargs=TINY_RIM,
+                                                                                        truncate_bptt=4)),
         (MlpRimPolicy, box(3), dict(core="lstm", lstm_hidden_size=8, enable_critic_lstm=False)),
     ],
 )
@@ -144,6 +145,7 @@ def test_policy_save_load_round_trip(tmp_path, policy_cls, space, kwargs):
     policy.save(tmp_path / "policy.pth")
     loaded = policy_cls.load(tmp_path / "policy.pth")
     assert loaded.core_kind == policy.core_kind and loaded.rim_kwargs == policy.rim_kwargs
+    assert loaded.lstm_actor.truncate_bptt == policy.lstm_actor.truncate_bptt == kwargs.get("truncate_bptt")
     assert type(loaded.features_extractor) is type(policy.features_extractor)
     space.seed(0)
     obs = {k: np.stack([s.sample() for _ in range(3)]) for k, s in space.items()} if isinstance(space, spaces.Dict) \
