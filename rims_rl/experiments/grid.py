@@ -295,6 +295,9 @@ def _record(result: GridResult, cell: Cell, status: str, message: str, log: Call
     if status == "ok" and message == "locked":
         result.locked.append(cell.name)
         log(f"skipped {cell.name}: another process is training it")
+    elif status == "ok" and message == "done":
+        result.skipped.append(cell.name)
+        log(f"skipped {cell.name}: another process finished it")
     elif status == "ok":
         result.trained.append(cell.name)
         log(f"finished {cell.name}")

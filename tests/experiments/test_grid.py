@@ -17,7 +17,7 @@ import yaml
 
 from rims_rl.experiments.aggregate import collect_runs, read_evaluations
 from rims_rl.experiments.config import load_grid
-from rims_rl.experiments.grid import LOCK_FILE, read_timing, run_cell, run_grid
+from rims_rl.experiments.grid import LOCK_FILE, GridResult, _record, read_timing, run_cell, run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["n_steps=32", "batch_size=32", "n_epochs=1", "sequence_length=8"]
@@ -105,6 +105,19 @@ def test_a_cell_locked_by_another_process_is_left_alone(tmp_path):
     with open(cell.run_dir / LOCK_FILE, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert run_cell(cell) == "locked"
+    assert not (cell.run_dir / "config.yaml").exists()
+
+
+def test_a_cell_finished_by_another_process_is_skipped_not_trained(tmp_path):
+    """A queued cell that another grid process finished meanwhile is not trained again and is
+    reported as skipped, not as finished by this grid."""
+    (cell,) = load_grid(tiny_grid(tmp_path, timesteps=64, agents=("lstm",))).cells()
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "done.json").write_text("{}")
+    result, notes = GridResult([], [], [], {}), []
+    _record(result, cell, "ok", run_cell(cell), notes.append)  # what the worker process reports
+    assert result.skipped == [cell.name] and not result.trained and not result.failed
+    assert notes == [f"skipped {cell.name}: another process finished it"]
     assert not (cell.run_dir / "config.yaml").exists()
 
 
