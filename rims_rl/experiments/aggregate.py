@@ -21,7 +21,7 @@ from .grid import CELL_FILE, TIMING_FILE, is_finished, read_timing
 from .references import Reference, game_key, load_references
 
 
-#: the share of a run's evaluated steps, at its end, whose evaluations make its final score
+#: the last share of a run's training whose evaluations are averaged into its final score
 FINAL_WINDOW = 0.1
 
 
@@ -66,9 +66,9 @@ class Run:
 
     @property
     def final_score(self) -> float:
-        """Mean of the evaluations in the last ``FINAL_WINDOW`` (10%) of training, i.e. at steps >= 0.9 ×
-        the target (or × the last evaluated step, if earlier) (NaN before the first evaluation). One evaluation of a few games
-        is a noisy draw (a MinAtar SpaceInvaders run here scored 36.9 and 65.2 one update apart), so
+        """Mean of the evaluations in the last ``FINAL_WINDOW`` (10%) of training: at steps >= 0.9 × the
+        target, or × the last evaluated step if earlier (NaN before the first evaluation). One
+        evaluation of a few games is a noisy draw (a MinAtar SpaceInvaders run here scored 36.9 and 65.2 one update apart), so
         the score at the end of training averages the evaluations near it: with evaluations every 50k
         of 1M steps, those at 900k, 950k, 1M and the end."""
         if not len(self.scores):
