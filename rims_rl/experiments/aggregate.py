@@ -68,9 +68,9 @@ class Run:
     def final_score(self) -> float:
         """Mean of the evaluations in the last ``FINAL_WINDOW`` (10%) of training: at steps >= 0.9 × the
         target, or × the last evaluated step if earlier (NaN before the first evaluation). One
-        evaluation of a few games is a noisy draw (a MinAtar SpaceInvaders run here scored 36.9 and 65.2 one update apart), so
-        the score at the end of training averages the evaluations near it: with evaluations every 50k
-        of 1M steps, those at 900k, 950k, 1M and the end."""
+        evaluation of a few games is a noisy draw (a MinAtar SpaceInvaders run here scored 36.9 and
+        65.2 one update apart), so the score at the end of training averages the evaluations near it:
+        with evaluations every 50k of 1M steps, those at 900k, 950k, 1M and the end."""
         if not len(self.scores):
             return math.nan
         end = min(self.target_steps, int(self.timesteps[-1]))
