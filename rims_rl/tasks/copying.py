@@ -59,13 +59,16 @@ def copying_metrics(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
     :param logits: [T, B, num_tokens]
     :param targets: long [T, B]
     :param mask: bool [T, B], the copied positions
-    :return: ``ce`` (nats per copied symbol), ``symbol_acc`` (fraction of copied symbols right),
-        ``copy_acc`` (fraction of sequences copied without a single error)
+    :return: ``ce`` (nats per copied symbol), ``ce_all`` (nats per position, averaged over all T
+        positions, blanks included: the convention of the authors' released ``train_copying.py``,
+        whose blanks make it about ``copy_length / T`` of ``ce``), ``symbol_acc`` (fraction of copied
+        symbols right), ``copy_acc`` (fraction of sequences copied without a single error)
     """
     ce = F.cross_entropy(logits[mask], targets[mask]).item()
     right = (logits.argmax(-1) == targets) | ~mask
     return {
         "ce": ce,
+        "ce_all": F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item(),
         "symbol_acc": right[mask].float().mean().item(),
         "copy_acc": right.all(0).float().mean().item(),
     }

@@ -48,6 +48,8 @@ def test_copying_metrics_count_errors_per_sequence():
     logits[-1, 0] = torch.nn.functional.one_hot((targets[-1, 0] % 4) + 1, 6).float() * 50  # one wrong symbol
     m = copying_metrics(logits, targets, mask)
     assert m["copy_acc"] == 0.75 and m["symbol_acc"] == pytest.approx(11 / 12) and m["ce"] > 1.0
+    # per position: the one wrong symbol's loss spread over all T * B positions instead of the 3 * B copied ones
+    assert m["ce_all"] == pytest.approx(m["ce"] * 3 / len(targets), rel=1e-4)
 
 
 # ---------------------------------------------------------------- MNIST files
