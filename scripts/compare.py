@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from rims_rl.experiments.report import write_report
 
         config = load_grid(args.config)
+        all_cells = config.cells()
         if args.games:
             names = [g.env for g in config.games]
             unknown = [g for g in args.games if g not in names]
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{len(result.failed)} cell(s) failed: {', '.join(result.failed)}", file=sys.stderr)
                 code = 1
         if not args.no_report:
+            not_started = [cell.name for cell in all_cells if cell_status(cell) == "new"]
             files = write_report(config.runs_dir, config.results_dir, config.name, config.treatment, config.baseline,
-                                 config.bootstrap_reps, config.description)
+                                 config.bootstrap_reps, config.description, not_started=not_started)
             print(f"report: {', '.join(str(p) for p in files.values())}")
         return code
     except (ValueError, FileNotFoundError, FileExistsError) as e:

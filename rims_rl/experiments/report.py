@@ -35,8 +35,9 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 
 
 def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatment: str | None,
-                     baseline: str | None, name: str, description: str = "", runs_dir: str = "") -> str:
-    """The text of ``summary.md``."""
+                     baseline: str | None, name: str, description: str = "", runs_dir: str = "",
+                     not_started: list[str] = ()) -> str:
+    """The text of ``summary.md``; ``not_started`` names the grid's cells that have no run yet."""
     finished = [r for r in runs if r.finished]
     grouped = group(runs)
     lines = [f"# Comparison `{name}`", ""]
@@ -119,6 +120,8 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
         lines += [f"| {r.env} | {r.label} | {r.seed} | {r.steps:,} / {r.target_steps:,} | {_fmt(r.final_score, 2)} |"
                   for r in unfinished]
         lines.append("")
+    if not_started:
+        lines += ["Not started (no run directory yet): " + ", ".join(not_started) + ".", ""]
     lines += ["## Files", "", "- `scores.csv`: one row per run (final and best score, normalised final score, steps, "
               "wall time, steps/s)", "- `curves.png`: evaluation score against env steps, mean over seeds with a 95% "
               "Student-t confidence interval"]
@@ -130,7 +133,7 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
 
 def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = None, treatment: str | None = "rim",
                  baseline: str | None = "lstm", reps: int = 2000, description: str = "",
-                 refs: dict | None = None) -> dict[str, Path]:
+                 refs: dict | None = None, not_started: list[str] = ()) -> dict[str, Path]:
     """Write ``scores.csv``, ``curves.png``, ``relative.png`` (if both agents have finished runs) and
     ``summary.md`` into ``out_dir`` from the run directories under ``runs_dir``.
 
@@ -142,6 +145,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = N
     :param reps: bootstrap replications of the aggregate CIs
     :param description: free text for the top of ``summary.md``
     :param refs: reference scores (default: the project's files, see ``references``)
+    :param not_started: names of the grid's cells not started yet, listed in ``summary.md``
     :return: the files written, by name
     :raises ValueError: no run directory under ``runs_dir``
     """
@@ -163,5 +167,5 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = N
     aggregates = aggregate(runs, norms, treatment, baseline, reps) if labels else []
     shown = os.path.relpath(runs_dir) if runs_dir.resolve().is_relative_to(Path.cwd()) else str(runs_dir)
     files["summary.md"].write_text(summary_markdown(runs, norms, aggregates, treatment, baseline,
-                                                    name or out_dir.name, description, shown))
+                                                    name or out_dir.name, description, shown, not_started))
     return files

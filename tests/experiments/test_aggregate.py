@@ -116,7 +116,8 @@ def test_curve_mean_and_t_interval(runs_dir):
 
 def test_report_files(runs_dir, tmp_path):
     out = tmp_path / "results"
-    files = write_report(runs_dir, out, "synthetic", "rim", "lstm", reps=100, refs=REFS)
+    files = write_report(runs_dir, out, "synthetic", "rim", "lstm", reps=100, refs=REFS,
+                         not_started=["Seaquest rim s0", "Seaquest lstm s0"])
     assert set(files) == {"scores.csv", "curves.png", "relative.png", "summary.md"}
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 17 and sum(r["finished"] == "0" for r in rows) == 1
@@ -133,6 +134,7 @@ def test_report_files(runs_dir, tmp_path):
     assert "IQM" in summary and "P(rim > lstm) = 0.528" in summary
     assert "Not in the aggregate: MinAtar/Freeway" in summary
     assert "| MinAtar/Breakout | rim | 3 | 50 / 50 | 99.00 |" in summary  # the unfinished run, listed apart
+    assert "Not started (no run directory yet): Seaquest rim s0, Seaquest lstm s0." in summary
     assert "| Pong | -10.00 ± 0.00 | -15.00 ± 0.00 | 14% | rim | 0% (20 vs 20) |" in summary  # paper's Table 7
 
 

@@ -141,6 +141,11 @@ def test_games_option_trains_only_the_named_games(tmp_path, capsys):
     assert compare_main([str(config_path), "--dry-run", "--games", "Asterix"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --games: Asterix not in %s; its games: MinAtar/Breakout, MinAtar/Asterix" % config_path
+    # train the named game only; the report lists the other game's cells as not started
+    assert compare_main([str(config_path), "--games", "MinAtar/Asterix", "--no-progress", "--workers", "1"]) == 0
+    assert {r.env for r in collect_runs(tmp_path / "runs")} == {"MinAtar/Asterix"}
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert "Not started (no run directory yet): MinAtar/Breakout lstm s0, MinAtar/Breakout rim s0." in summary
 
 
 def test_ray_backend_on_a_local_instance(tmp_path):
