@@ -2,6 +2,7 @@
 
     python scripts/compare.py experiments/minatar_cpu.yaml              # train what is missing, then report
     python scripts/compare.py experiments/minatar_cpu.yaml --workers 2  # cells at a time (local processes)
+    python scripts/compare.py experiments/minatar_cpu.yaml --workers 1 --threads 2  # one cell, 2 torch threads
     python scripts/compare.py experiments/paper.yaml --backend ray --ray-address auto   # cells as Ray tasks
     python scripts/compare.py experiments/minatar_cpu.yaml --report-only              # report from the runs so far
     python scripts/compare.py experiments/minatar_cpu.yaml --dry-run                  # list the cells and their state
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="grid YAML (experiments/*.yaml)")
     parser.add_argument("--workers", type=int, default=None, help="cells trained at a time (default: the config's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of each cell (default: the config's threads_per_cell)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="local: a process per cell (default); ray: a Ray task per cell (pip install 'rims_rl[ray]')")
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a local instance)")
@@ -52,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("a grid config is required (or --measure-random)")
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
 
         from rims_rl.experiments.config import load_grid
         from rims_rl.experiments.grid import cell_status, cell_steps, run_grid
         from rims_rl.experiments.report import write_report
 
         config = load_grid(args.config)
+        if args.threads is not None:
+            config.threads_per_cell = args.threads
         all_cells = config.cells()
         if args.games:
             names = [g.env for g in config.games]

@@ -141,6 +141,8 @@ def test_games_option_trains_only_the_named_games(tmp_path, capsys):
     assert compare_main([str(config_path), "--dry-run", "--games", "Asterix"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --games: Asterix not in %s; its games: MinAtar/Breakout, MinAtar/Asterix" % config_path
+    assert compare_main([str(config_path), "--dry-run", "--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threads must be a positive integer, got 0"
     # train the named game only; the report lists the other game's cells as not started
     assert compare_main([str(config_path), "--games", "MinAtar/Asterix", "--no-progress", "--workers", "1"]) == 0
     assert {r.env for r in collect_runs(tmp_path / "runs")} == {"MinAtar/Asterix"}
