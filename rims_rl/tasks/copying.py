@@ -60,8 +60,8 @@ def copying_metrics(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
     :param targets: long [T, B]
     :param mask: bool [T, B], the copied positions
     :return: ``ce`` (nats per copied symbol), ``ce_all`` (nats per position, averaged over all T
-        positions, blanks included: the convention of the authors' released ``train_copying.py``,
-        whose blanks make it about ``copy_length / T`` of ``ce``), ``symbol_acc`` (fraction of copied
+        positions, blanks included: the convention of the authors' released ``train_copying.py``;
+        about ``copy_length / T`` of ``ce`` when the blanks are predicted well), ``symbol_acc`` (fraction of copied
         symbols right), ``copy_acc`` (fraction of sequences copied without a single error)
     """
     ce = F.cross_entropy(logits[mask], targets[mask]).item()
