@@ -42,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="optimiser steps (default: the task's preset)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="constant (default) or cosine decay to 0")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--data-dir", help="MNIST: folder with the IDX files (t10k-images-idx3-ubyte[.gz], ...)")
@@ -73,7 +74,7 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.task not in TASKS:
         raise ValueError(f"unknown task {args.task!r}; allowed: {sorted(TASKS)}")
     values = dict(PRESETS[args.task], task=args.task, model=args.model, seed=args.seed, num_threads=args.threads)
-    for key in ("steps", "batch_size", "lr", "eval_every"):
+    for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     values["options"] = _pairs(args.opt, "--opt")

@@ -1,6 +1,6 @@
 """Collect supervised runs into result tables and plots (RIM vs LSTM, per task, mean over seeds).
 
-    python -m rims_rl.tasks.report --runs runs --out results/supervised
+    python -m rims_rl.tasks.report --runs results/supervised/runs --out results/supervised
 
 Writes ``summary.csv`` (the last evaluation of every run), ``summary.md`` (mean ± std over seeds
 per task, model and metric), ``curves/<run>.csv`` (every evaluation of every run) and one PNG per task.
@@ -43,26 +43,56 @@ def collect(runs_dir: str | Path) -> list[dict]:
         rows = json.loads(metrics.read_text())
         if rows:
             runs.append({"name": metrics.parent.name, "task": config["task"], "model": config["model"],
-                         "seed": config["seed"], "steps": config["steps"], "rows": rows, "dir": metrics.parent})
+                         "seed": config["seed"], "steps": config["steps"], "rows": rows, "dir": metrics.parent,
+                         "settings": _settings(config)})
+    _label_variants(runs)
     return runs
+
+
+def _settings(config: dict) -> dict:
+    """The settings that make runs comparable: the config less seed, threads and the data folder, flattened
+    (``core.unit_size``, ``options.train_gap``; a missing ``lr_schedule`` is the old default, constant)."""
+    out = {"lr_schedule": "constant"}
+    for key, value in config.items():
+        if key in ("core", "options"):
+            out.update({f"{key}.{k}": v for k, v in value.items() if k != "data_dir"})
+        elif key not in ("seed", "num_threads", "task", "model"):
+            out[key] = value
+    return out
+
+
+def _label_variants(runs: list[dict]) -> None:
+    """Set each run's ``variant``: its model name, plus the settings that differ between the runs of the same
+    task and model (e.g. ``rim lr_schedule=cosine``), so that different settings are never averaged together."""
+    by_model = defaultdict(list)
+    for run in runs:
+        by_model[(run["task"], run["model"])].append(run)
+    for (_, model), group in by_model.items():
+        keys = sorted({k for r in group for k in r["settings"]})
+        differ = [k for k in keys if len({json.dumps(r["settings"].get(k), sort_keys=True) for r in group}) > 1]
+        for run in group:
+            extra = " ".join(f"{k}={run['settings'].get(k, 'default')}" for k in differ)
+            run["variant"] = f"{model} {extra}" if extra else model
 
 
 def summarise(runs: list[dict]) -> list[dict]:
     """Mean, std and count over seeds of each headline metric at each run's last evaluation.
 
-    Only finished runs (last evaluation at ``steps``) count; unfinished ones are reported apart.
+    Only finished runs (last evaluation at ``steps``) count; unfinished ones are reported apart. Runs are
+    grouped by task and variant (model plus the settings in which runs of that model differ; see
+    :func:`collect`); ``model`` in the result is the variant's label.
     """
     groups = defaultdict(list)
     for run in runs:
         last = run["rows"][-1]
         if last["step"] == run["steps"]:
-            groups[(run["task"], run["model"])].append(last)
+            groups[(run["task"], run["model"], run.get("variant", run["model"]))].append(last)
     out = []
-    for (task, model), lasts in sorted(groups.items()):
+    for (task, model, variant), lasts in sorted(groups.items()):
         for metric in HEADLINE.get(task, []):
             values = [r[metric] for r in lasts if metric in r]
             if values:
-                out.append({"task": task, "model": model, "metric": metric, "seeds": len(values),
+                out.append({"task": task, "model": variant, "metric": metric, "seeds": len(values),
                             "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                             "values": values, "paper": PAPER.get((task, model, metric))})
     return out
@@ -75,6 +105,7 @@ def _plot(runs: list[dict], task: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = HEADLINE[task]
+    variants = sorted({r.get("variant", r["model"]) for r in runs if r["task"] == task})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     colours = {"rim": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
     for ax, metric in zip(axes[0], metrics):
@@ -82,8 +113,10 @@ def _plot(runs: list[dict], task: str, path: Path) -> None:
             if run["task"] == task:
                 xs = [r["step"] for r in run["rows"] if metric in r]
                 ys = [r[metric] for r in run["rows"] if metric in r]
+                variant = run.get("variant", run["model"])
                 ax.plot(xs, ys, color=colours.get(run["model"]), alpha=0.8,
-                        label=f"{run['model']} s{run['seed']}")
+                        linestyle=["-", "--", ":", "-."][variants.index(variant) % 4],
+                        label=f"{variant} s{run['seed']}")
         ax.set_title(metric)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -124,7 +157,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path) -> list[dict]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Collect supervised runs into tables and plots")
-    p.add_argument("--runs", default="runs", help="folder of run directories")
+    p.add_argument("--runs", default="results/supervised/runs", help="folder of run directories")
     p.add_argument("--out", default="results/supervised", help="output folder")
     args = p.parse_args(argv)
     write_report(args.runs, args.out)

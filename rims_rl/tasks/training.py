@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from .mnist import MnistTask
 from .models import MODELS
 from .task import SupervisedTask, build_dataclass
 
+LR_SCHEDULES = ("constant", "cosine")
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
 
 
@@ -38,6 +40,9 @@ class TrainConfig:
     :param steps: optimiser steps
     :param batch_size: sequences per step
     :param lr: Adam learning rate
+    :param lr_schedule: ``"constant"`` or ``"cosine"`` (decays from ``lr`` to 0 at ``steps``:
+        ``lr * (1 + cos(pi * step / steps)) / 2``; a function of the step, so a resumed run follows it
+        exactly, but extending a finished cosine run to more steps raises the rate again)
     :param grad_clip: gradient-norm clip (``None`` = off)
     :param eval_every: evaluate, log and checkpoint every this many steps (and at the end)
     :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is)
@@ -51,6 +56,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     grad_clip: float | None = 1.0
     eval_every: int = 250
     num_threads: int | None = None
@@ -65,6 +71,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; allowed: {LR_SCHEDULES}")
         if "model" in self.core:
             raise ValueError("set the core type with TrainConfig.model, not core['model']")
 
@@ -75,6 +83,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate for optimiser step ``step`` (0-based)."""
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
+        return self.lr
 
     def make_task(self) -> SupervisedTask:
         """The task with this config's options and core."""
@@ -116,10 +130,18 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     run_dir = Path(run_dir)
     config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
+        saved = _normalise(TrainConfig.from_dict(json.loads(config_path.read_text())))  # fills new defaults
         if {**saved, "steps": config.steps} != _normalise(config):  # more (or fewer) steps may be asked
             raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "
                              f"or resume it with its own config ({config_path})")
+        metrics_path = run_dir / "metrics.json"
+        if not ckpt_path.exists() and metrics_path.exists():  # results kept without their checkpoint
+            rows = json.loads(metrics_path.read_text())
+            if rows and rows[-1]["step"] >= config.steps:
+                log(f"{run_dir} is finished (step {rows[-1]['step']}); nothing to do")
+                return rows
+            raise ValueError(f"{run_dir} holds metrics up to step {rows[-1]['step'] if rows else 0} but no "
+                             f"checkpoint.pt to resume from; use another run directory")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
@@ -168,6 +190,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     while step < config.steps:
         t0 = time.perf_counter()
         loss, extra = task.loss(model, task.sample_batch(config.batch_size, data_gen))
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -177,6 +201,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
         elapsed += time.perf_counter() - t0
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         writer.add_scalar("train/batch_loss", loss.item(), step)
+        if config.lr_schedule != "constant":
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         for k, v in extra.items():
             writer.add_scalar(f"train/{k}", v, step)
         bar.update(1)

@@ -40,8 +40,9 @@ class _Killed(Exception):
     pass
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    full = train(_config(), tmp_path / "full", progress=False, log=lambda m: None)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, schedule):
+    full = train(_config(lr_schedule=schedule), tmp_path / "full", progress=False, log=lambda m: None)
 
     calls = {"n": 0}
 
@@ -54,10 +55,10 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setitem(training_module.TASKS, "copying", Dies)
     with pytest.raises(_Killed):
-        train(_config(), tmp_path / "killed", progress=False, log=lambda m: None)
+        train(_config(lr_schedule=schedule), tmp_path / "killed", progress=False, log=lambda m: None)
     monkeypatch.setitem(training_module.TASKS, "copying", CopyingTask)
     messages = []
-    resumed = train(_config(), tmp_path / "killed", progress=False, log=messages.append)
+    resumed = train(_config(lr_schedule=schedule), tmp_path / "killed", progress=False, log=messages.append)
     assert messages[0] == f"resumed {tmp_path / 'killed'} at step 3/6"
     assert messages[1].startswith("step=6 ")  # one line per evaluation without a progress bar
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
@@ -136,3 +137,53 @@ def test_report_summarises_finished_runs_over_seeds(tmp_path):
     assert ce["mean"] == pytest.approx(sum(f[ce["metric"]] for f in finals) / 2)
     assert (tmp_path / "out" / "copying.png").stat().st_size > 1000
     assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 3
+
+
+def test_cosine_schedule_decays_to_zero(tmp_path, monkeypatch):
+    config = _config(lr_schedule="cosine")
+    assert [config.lr_at(s) for s in (0, 3, 6)] == pytest.approx([1e-3, 5e-4, 0.0])
+    assert _config().lr_at(5) == 1e-3  # constant by default
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'; allowed"):
+        _config(lr_schedule="step")
+    seen = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **kw):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train(config, tmp_path, progress=False, log=lambda m: None)
+    assert seen == pytest.approx([config.lr_at(s) for s in range(6)])
+
+
+def test_a_run_saved_before_lr_schedule_existed_resumes(tmp_path):
+    train(_config(), tmp_path, progress=False, log=lambda m: None)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["lr_schedule"]  # config.json files written before the option was added
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
+    assert [r["step"] for r in rows] == [3, 6, 9]
+
+
+def test_report_keeps_runs_with_different_settings_apart(tmp_path):
+    from rims_rl.tasks.report import write_report
+
+    options = {**OPTIONS, "test_gaps": [50, 200]}
+    for seed, schedule in ((1, "constant"), (2, "constant"), (1, "cosine")):
+        config = TrainConfig(**{**_config().to_dict(), "seed": seed, "options": options, "lr_schedule": schedule})
+        train(config, tmp_path / "runs" / f"copying-rim-{schedule}-s{seed}", progress=False, log=lambda m: None)
+    summary = [s for s in write_report(tmp_path / "runs", tmp_path / "out") if s["metric"] == "test200/ce"]
+    assert {(s["model"], s["seeds"]) for s in summary} == {("rim lr_schedule=constant", 2), ("rim lr_schedule=cosine", 1)}
+    assert "| copying | rim lr_schedule=cosine | test200/ce | 1 |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_metrics_kept_without_a_checkpoint_are_never_overwritten(tmp_path):
+    rows = train(_config(), tmp_path, progress=False, log=lambda m: None)
+    (tmp_path / "checkpoint.pt").unlink()  # a committed run: its metrics, not its checkpoint
+    messages = []
+    assert train(_config(), tmp_path, progress=False, log=messages.append) == rows
+    assert messages == [f"{tmp_path} is finished (step 6); nothing to do"]
+    with pytest.raises(ValueError, match="metrics up to step 6 but no checkpoint.pt to resume from"):
+        train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == rows
