@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The supervised experiments, one process at a time (2 shared CPU cores), in priority order.
 # Each run checkpoints every 250 steps (MNIST: 200) into results/supervised/runs/<name>/checkpoint.pt
-# (not committed); re-running this script resumes every unfinished run and skips finished ones.
-# Launch from the repository root:
-#   setsid nohup nice -n 15 bash results/supervised/run_queue.sh > results/logs/queue.log 2>&1 &
+# (not committed) and appends its output to runs/<name>/train.log; re-running this script resumes every
+# unfinished run and skips finished ones. A run locks its directory while it trains, so a second copy of
+# this script (a second worker) skips the run the first is training and takes the next one.
+# Launch from the repository root (once per worker):
+#   setsid nohup nice -n 15 bash results/supervised/run_queue.sh >> results/logs/queue.log 2>&1 &
 # then: python -m rims_rl.tasks.report --runs results/supervised/runs --out results/supervised
 set -u
 cd "$(dirname "$0")/../.."
@@ -11,12 +13,10 @@ cd "$(dirname "$0")/../.."
 mkdir -p results/logs
 T="python scripts/train_supervised.py --threads 1 --no-progress"
 M="--data-dir ${MNIST_DIR:-../shared/data/mnist}"
-run() { name=$1; shift; echo "=== $(date +%T) $name"; $T --run-dir results/supervised/runs/$name "$@" > results/logs/$name.log 2>&1; echo "=== $(date +%T) $name rc=$?"; }
-# Session 2 (seed 0; their checkpoints were not kept, so they are finished as they stand; mnist-*-s0 stopped at step 400):
-run copying-rim-s0  --task copying --model rim  --seed 0
-run copying-lstm-s0 --task copying --model lstm --seed 0
-run balls-rim-s0    --task balls   --model rim  --seed 0
-run balls-lstm-s0   --task balls   --model lstm --seed 0
+R=results/supervised/runs
+run() { name=$1; shift; mkdir -p $R/$name; echo "=== $(date +%T) $name"; $T --run-dir $R/$name "$@" >> $R/$name/train.log 2>&1; echo "=== $(date +%T) $name rc=$?"; }
+# Session 2 ran copying-{rim,lstm}-s0, balls-{rim,lstm}-s0 (finished) and mnist-{rim,lstm}-s0 (stopped at step
+# 400); their checkpoints were not kept, so they stand as they are (see results/supervised/README.md).
 # Session 5: cosine learning-rate decay (the constant-rate RIM plateaued at gap-50 CE ~0.45 from step ~4750)
 run copying-rim-cosine-s0  --task copying --model rim  --seed 0 --lr-schedule cosine
 run copying-lstm-cosine-s0 --task copying --model lstm --seed 0 --lr-schedule cosine

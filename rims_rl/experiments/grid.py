@@ -21,7 +21,6 @@ Extra files a cell writes into its run directory: ``cell.yaml`` (its label in th
 
 from __future__ import annotations
 
-import fcntl
 import json
 import multiprocessing as mp
 import os
@@ -38,7 +37,7 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-from ..utils.atomic_io import atomic_write_text
+from ..utils import atomic_write_text, try_lock
 from .config import Cell, GridConfig
 
 TIMING_FILE = "timing.json"
@@ -142,13 +141,9 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
     if cell_status(cell) == "done":
         return "done"
     cell.run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(cell.run_dir / LOCK_FILE, "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return "locked"
-    try:
+    with try_lock(cell.run_dir / LOCK_FILE) as locked:
+        if not locked:
+            return "locked"
         if cell_status(cell) == "done":  # finished by another process between the check and the lock
             return "done"
         atomic_write_text(yaml.safe_dump({"label": cell.label, "agent": cell.agent, "env": cell.env,
@@ -164,9 +159,6 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
                                       "steps": int(segments[-1]["end_step"]) if segments else cell.timesteps}),
                           cell.run_dir / DONE_FILE)
         return "trained"
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
 
 
 def _interrupt(signum, frame):

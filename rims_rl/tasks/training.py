@@ -8,6 +8,7 @@ checkpoint of the same config resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import atomic_torch_save, atomic_write_text
+from ..utils import atomic_torch_save, atomic_write_text, try_lock
 from .balls import BallsTask
 from .copying import CopyingTask
 from .mnist import MnistTask
@@ -27,6 +28,7 @@ from .models import MODELS
 from .task import SupervisedTask, build_dataclass
 
 LR_SCHEDULES = ("constant", "cosine")
+LOCK_FILE = ".lock"
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
 
 
@@ -115,7 +117,8 @@ def _normalise(config: TrainConfig) -> dict:
 
 
 def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print) -> list[dict]:
-    """Train (or resume) a run.
+    """Train (or resume) a run, holding a lock on its directory (``.lock``) so that no other process
+    trains it at the same time.
 
     :param config: the run's config
     :param run_dir: output folder; if it holds a checkpoint, the run resumes from it (the saved
@@ -123,11 +126,17 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     :param progress: show a tqdm progress bar
     :param log: function called with one-line status messages
     :return: the metrics rows, one per evaluation (``step``, ``time_s``, ``train/loss``, test metrics)
+    :raises ValueError: bad config, a directory holding another run, or one in use by another process
     """
+    with contextlib.ExitStack() as stack:
+        return _train(config, Path(run_dir), progress, log, stack)
+
+
+def _train(config: TrainConfig, run_dir: Path, progress: bool, log, stack: contextlib.ExitStack) -> list[dict]:
+    """The body of :func:`train`; the directory's lock is entered on ``stack`` (released when it closes)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    run_dir = Path(run_dir)
     config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     if config_path.exists():
         saved = _normalise(TrainConfig.from_dict(json.loads(config_path.read_text())))  # fills new defaults
@@ -147,6 +156,8 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     torch.manual_seed(config.seed)
     task = config.make_task()  # checks the options (and loads data) before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not stack.enter_context(try_lock(run_dir / LOCK_FILE)):
+        raise ValueError(f"{run_dir} is in use by another process (it holds the lock {LOCK_FILE})")
     atomic_write_text(_json(config.to_dict()), config_path)
     model = task.make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)

@@ -187,3 +187,17 @@ def test_metrics_kept_without_a_checkpoint_are_never_overwritten(tmp_path):
     with pytest.raises(ValueError, match="metrics up to step 6 but no checkpoint.pt to resume from"):
         train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
     assert json.loads((tmp_path / "metrics.json").read_text()) == rows
+
+
+def test_a_run_in_use_by_another_process_is_refused(tmp_path):
+    from rims_rl.utils import try_lock
+
+    train(_config(), tmp_path, progress=False, log=lambda m: None)
+    before = (tmp_path / "metrics.json").read_text()
+    with try_lock(tmp_path / training_module.LOCK_FILE) as locked:  # as another process training it would
+        assert locked
+        with pytest.raises(ValueError, match="in use by another process"):
+            train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
+    assert (tmp_path / "metrics.json").read_text() == before
+    rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
+    assert [r["step"] for r in rows] == [3, 6, 9]  # free again once the lock is released
