@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rims_rl.tasks import TASKS, TrainConfig, train
 from rims_rl.tasks.models import MODELS
+from rims_rl.tasks.training import LR_SCHEDULES
 
 
 def _pairs(items: list[str], flag: str) -> dict:
@@ -42,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="optimiser steps (default: the task's preset)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="constant (default) or cosine decay to 0")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="constant (default) or cosine decay to 0")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--data-dir", help="MNIST: folder with the IDX files (t10k-images-idx3-ubyte[.gz], ...)")

@@ -10,7 +10,6 @@
 set -u
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
-mkdir -p results/logs
 T="python scripts/train_supervised.py --threads 1 --no-progress"
 M="--data-dir ${MNIST_DIR:-../shared/data/mnist}"
 R=results/supervised/runs

@@ -86,7 +86,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     for run in runs:
         last = run["rows"][-1]
         if last["step"] == run["steps"]:
-            groups[(run["task"], run["model"], run.get("variant", run["model"]))].append(last)
+            groups[(run["task"], run["model"], run["variant"])].append(last)
     out = []
     for (task, model, variant), lasts in sorted(groups.items()):
         for metric in HEADLINE.get(task, []):
@@ -105,7 +105,7 @@ def _plot(runs: list[dict], task: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = HEADLINE[task]
-    variants = sorted({r.get("variant", r["model"]) for r in runs if r["task"] == task})
+    variants = sorted({r["variant"] for r in runs if r["task"] == task})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     colours = {"rim": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
     for ax, metric in zip(axes[0], metrics):
@@ -113,7 +113,7 @@ def _plot(runs: list[dict], task: str, path: Path) -> None:
             if run["task"] == task:
                 xs = [r["step"] for r in run["rows"] if metric in r]
                 ys = [r[metric] for r in run["rows"] if metric in r]
-                variant = run.get("variant", run["model"])
+                variant = run["variant"]
                 ax.plot(xs, ys, color=colours.get(run["model"]), alpha=0.8,
                         linestyle=["-", "--", ":", "-."][variants.index(variant) % 4],
                         label=f"{variant} s{run['seed']}")
