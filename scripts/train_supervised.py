@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from rims_rl.tasks import TASKS, TrainConfig, train
 from rims_rl.tasks.models import MODELS
 from rims_rl.tasks.training import LR_SCHEDULES
@@ -46,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="constant (default) or cosine decay to 0")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; a run may resume on another device")
     p.add_argument("--data-dir", help="MNIST: folder with the IDX files (t10k-images-idx3-ubyte[.gz], ...)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="task option")
     p.add_argument("--core", action="append", default=[], metavar="KEY=VALUE", help="core size option")
@@ -87,11 +90,24 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     return config, run_dir
 
 
+def check_device(name: str) -> torch.device:
+    """``--device``, checked: a clear error for a malformed name or a GPU this machine does not have."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown --device {name!r}; allowed: cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported --device {name!r}; allowed: cpu, cuda, cuda:N")
+    return device
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config, run_dir = build_config(args)
-        rows = train(config, run_dir, progress=not args.no_progress)
+        rows = train(config, run_dir, progress=not args.no_progress, device=check_device(args.device))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import BallsModel
-from .task import SupervisedTask
+from .task import SupervisedTask, to_model_device
 
 
 def _initial_positions(rng: np.random.Generator, batch_size: int, num_balls: int, radius: float) -> np.ndarray:
@@ -183,6 +183,7 @@ class BallsTask(SupervisedTask):
         return self._frames(self.options.train_balls, self.options.seq_len, batch_size, generator)
 
     def loss(self, model, frames):
+        (frames,) = to_model_device(model, frames)
         logits, _, _ = model(frames[:-1])
         return frame_bce(logits, frames[1:]).mean(), {}
 
@@ -190,7 +191,7 @@ class BallsTask(SupervisedTask):
     def evaluate(self, model, generator: torch.Generator) -> dict[str, float]:
         o, out = self.options, {}
         for k in o.test_balls:
-            frames = self._frames(k, o.context + o.rollout, o.eval_sequences, generator)
+            (frames,) = to_model_device(model, self._frames(k, o.context + o.rollout, o.eval_sequences, generator))
             one_step, rollout = rollout_bce(model, frames, o.context)
             out[f"balls{k}/one_step_bce"] = one_step.mean().item()
             out[f"balls{k}/rollout_bce"] = rollout.mean().item()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import CopyingModel
-from .task import SupervisedTask
+from .task import SupervisedTask, to_model_device
 
 BLANK = 0
 
@@ -114,7 +114,7 @@ class CopyingTask(SupervisedTask):
         return copying_batch(batch_size, o.copy_length, o.train_gap, o.num_symbols, generator)
 
     def loss(self, model, batch):
-        inputs, targets, mask = batch
+        inputs, targets, mask = to_model_device(model, *batch)
         logits, _, active = model(inputs)
         if self.options.loss_on == "copy":
             loss = F.cross_entropy(logits[mask], targets[mask])
@@ -126,7 +126,8 @@ class CopyingTask(SupervisedTask):
     def evaluate(self, model, generator: torch.Generator) -> dict[str, float]:
         o, out = self.options, {}
         for gap in o.test_gaps:
-            inputs, targets, mask = copying_batch(o.eval_sequences, o.copy_length, gap, o.num_symbols, generator)
+            inputs, targets, mask = to_model_device(
+                model, *copying_batch(o.eval_sequences, o.copy_length, gap, o.num_symbols, generator))
             logits = torch.cat([model(x)[0] for x in inputs.split(256, dim=1)], dim=1)
             out.update({f"test{gap}/{k}": v for k, v in copying_metrics(logits, targets, mask).items()})
         return out

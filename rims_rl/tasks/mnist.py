@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import MnistModel
-from .task import SupervisedTask
+from .task import SupervisedTask, to_model_device
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -173,7 +173,7 @@ class MnistTask(SupervisedTask):
         return to_pixel_sequence(self.train_images[idx]), self.train_labels[idx]
 
     def loss(self, model, batch):
-        pixels, labels = batch
+        pixels, labels = to_model_device(model, *batch)
         logits = model(pixels)[0][-1]
         return F.cross_entropy(logits, labels), {"acc": (logits.argmax(-1) == labels).float().mean().item()}
 
@@ -181,7 +181,8 @@ class MnistTask(SupervisedTask):
     def evaluate(self, model, generator: torch.Generator) -> dict[str, float]:
         out = {}
         for size, images in self.test_images.items():
-            logits = torch.cat([model(to_pixel_sequence(x))[0][-1] for x in images.split(500)])
-            out[f"test{size}/acc"] = (logits.argmax(-1) == self.test_labels).float().mean().item()
-            out[f"test{size}/ce"] = F.cross_entropy(logits, self.test_labels).item()
+            logits = torch.cat([model(*to_model_device(model, to_pixel_sequence(x)))[0][-1] for x in images.split(500)])
+            (labels,) = to_model_device(model, self.test_labels)
+            out[f"test{size}/acc"] = (logits.argmax(-1) == labels).float().mean().item()
+            out[f"test{size}/ce"] = F.cross_entropy(logits, labels).item()
         return out

@@ -25,6 +25,13 @@ def build_dataclass(cls, values: dict[str, Any] | None, what: str):
     return cls(**values)
 
 
+def to_model_device(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors moved to the device of ``model``'s parameters (data are made on the CPU, where
+    the seeded generators live; the model may sit on a GPU)."""
+    device = next(model.parameters()).device
+    return tuple(t.to(device, non_blocking=True) for t in tensors)
+
+
 class SupervisedTask:
     """A supervised sequence task: data, model and metrics.
 
@@ -49,7 +56,7 @@ class SupervisedTask:
         raise NotImplementedError
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
-        """A training batch, time-major (see each task for its tensors).
+        """A training batch, time-major (see each task for its tensors), on the CPU.
 
         :param batch_size: B
         :param generator: the run's data generator (saved in checkpoints, so a resumed run continues
@@ -59,7 +66,7 @@ class SupervisedTask:
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
         """:param model: the task's model (from :meth:`make_model`)
-        :param batch: from :meth:`sample_batch`
+        :param batch: from :meth:`sample_batch` (moved to the model's device here)
         :return: the training loss (a scalar tensor to minimise) and extra per-batch metrics"""
         raise NotImplementedError
 

@@ -47,7 +47,7 @@ class TrainConfig:
         exactly, but extending a finished cosine run to more steps raises the rate again)
     :param grad_clip: gradient-norm clip (``None`` = off)
     :param eval_every: evaluate, log and checkpoint every this many steps (and at the end)
-    :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is)
+    :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is; a resumed run may change it)
     :param core: :class:`~rims_rl.tasks.models.CoreConfig` fields except ``model``
     :param options: the task's option fields (e.g. ``train_gap`` for copying)
     """
@@ -116,7 +116,8 @@ def _normalise(config: TrainConfig) -> dict:
     return json.loads(_json(config.to_dict()))
 
 
-def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print) -> list[dict]:
+def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print,
+          device: str | torch.device = "cpu") -> list[dict]:
     """Train (or resume) a run, holding a lock on its directory (``.lock``) so that no other process
     trains it at the same time.
 
@@ -125,14 +126,17 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
         config must equal ``config``)
     :param progress: show a tqdm progress bar
     :param log: function called with one-line status messages
+    :param device: where the model trains (``"cpu"``, ``"cuda"``); not part of the config, so a run
+        may resume on another device than it started on (the data are drawn on the CPU either way)
     :return: the metrics rows, one per evaluation (``step``, ``time_s``, ``train/loss``, test metrics)
     :raises ValueError: bad config, a directory holding another run, or one in use by another process
     """
     with contextlib.ExitStack() as stack:
-        return _train(config, Path(run_dir), progress, log, stack)
+        return _train(config, Path(run_dir), progress, log, torch.device(device), stack)
 
 
-def _train(config: TrainConfig, run_dir: Path, progress: bool, log, stack: contextlib.ExitStack) -> list[dict]:
+def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torch.device,
+           stack: contextlib.ExitStack) -> list[dict]:
     """The body of :func:`train`; the directory's lock is entered on ``stack`` (released when it closes)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -140,7 +144,8 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, stack: conte
     config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     if config_path.exists():
         saved = _normalise(TrainConfig.from_dict(json.loads(config_path.read_text())))  # fills new defaults
-        if {**saved, "steps": config.steps} != _normalise(config):  # more (or fewer) steps may be asked
+        # more (or fewer) steps may be asked, and another thread count (like the device, not part of the result)
+        if {**saved, "steps": config.steps, "num_threads": config.num_threads} != _normalise(config):
             raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "
                              f"or resume it with its own config ({config_path})")
         metrics_path = run_dir / "metrics.json"
@@ -159,18 +164,23 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, stack: conte
     if not stack.enter_context(try_lock(run_dir / LOCK_FILE)):
         raise ValueError(f"{run_dir} is in use by another process (it holds the lock {LOCK_FILE})")
     atomic_write_text(_json(config.to_dict()), config_path)
-    model = task.make_model()
+    model = task.make_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     data_gen = torch.Generator().manual_seed(config.seed)
     step, rows, elapsed, running = 0, [], 0.0, None
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the parameters' device
         data_gen.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, rows, elapsed, running = ckpt["step"], ckpt["metrics"], ckpt["elapsed_s"], ckpt.get("running_loss")
-        log(f"resumed {run_dir} at step {step}/{config.steps}")
+        if step >= config.steps:
+            log(f"{run_dir} is finished (step {step}); nothing to do")
+            return rows
+        log(f"resumed {run_dir} at step {step}/{config.steps} on {device}")
+    elif device.type != "cpu":
+        log(f"training {run_dir} on {device}")
 
     writer = SummaryWriter(str(run_dir), purge_step=step or None)
     if step == 0:
@@ -222,8 +232,6 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, stack: conte
             evaluate_and_save(running)
             line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items())
             bar.write(line) if progress else log(line)
-    if rows and rows[-1]["step"] < step:  # asked for fewer steps than were already run
-        evaluate_and_save(running if running is not None else float("nan"))
     bar.close()
     writer.close()
     return rows

@@ -59,7 +59,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, schedule
     monkeypatch.setitem(training_module.TASKS, "copying", CopyingTask)
     messages = []
     resumed = train(_config(lr_schedule=schedule), tmp_path / "killed", progress=False, log=messages.append)
-    assert messages[0] == f"resumed {tmp_path / 'killed'} at step 3/6"
+    assert messages[0] == f"resumed {tmp_path / 'killed'} at step 3/6 on cpu"
     assert messages[1].startswith("step=6 ")  # one line per evaluation without a progress bar
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full)  # same data stream, dropout and weights after the resume
@@ -73,6 +73,25 @@ def test_more_steps_extend_a_finished_run(tmp_path):
     rows = train(_config().__class__(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False,
                  log=lambda m: None)
     assert [r["step"] for r in rows] == [3, 6, 9]
+
+
+def test_a_finished_run_is_left_as_it_is_and_may_resume_with_other_threads(tmp_path):
+    rows = train(_config(num_threads=1), tmp_path, progress=False, log=lambda m: None)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    messages = []
+    again = train(_config(num_threads=2), tmp_path, progress=False, log=messages.append)
+    assert again == rows and messages == [f"{tmp_path} is finished (step 6); nothing to do"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == files  # no new event file either
+    train(TrainConfig(**{**_config(num_threads=2).to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
+    assert json.loads((tmp_path / "config.json").read_text())["num_threads"] == 2  # the thread count it ran with
+
+
+def test_batches_follow_the_model_to_its_device():
+    from rims_rl.tasks.task import to_model_device
+
+    model = torch.nn.Linear(2, 2).to(torch.float64).to("meta")  # another device than the CPU batch
+    x, y = to_model_device(model, torch.zeros(3), torch.ones(3, dtype=torch.long))
+    assert x.device.type == y.device.type == "meta" and y.dtype == torch.long
 
 
 def test_a_different_config_in_the_same_directory_is_refused(tmp_path):
@@ -115,7 +134,12 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
          "looked for t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"),
         (["--resume", str(tmp_path / "nothing")], "no config.json there"),
         (["--task", "copying", "--opt", "gap"], "--opt expects KEY=VALUE"),
+        (["--task", "copying", "--device", "gpu", "--run-dir", str(tmp_path / "r")],
+         "unknown --device 'gpu'; allowed: cpu, cuda, cuda:N"),
     ]
+    if not torch.cuda.is_available():
+        cases.append((["--task", "copying", "--device", "cuda", "--run-dir", str(tmp_path / "r")],
+                      "--device cuda: torch sees no CUDA GPU here; use --device cpu"))
     for argv, message in cases:
         assert script.main(argv) == 2
         err = capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""Seconds per training step of the supervised tasks (the loop of ``scripts/train_supervised.py``:
+sample a batch, loss, backward, clip, Adam), median over repeats, RIM against LSTM in one run.
+
+Run: ``python benchmarks/supervised_step.py --task mnist --data-dir ../shared/data/mnist [--device cuda]
+[--batch-size 64] [--core unit_size=64] [--repeats 10] [--models rim,lstm]``
+
+Prints one line per model (median s/step, steps/s) and the RIM/LSTM ratio. Used to size GPU runs:
+``--steps`` for a run that must finish in a given time is about time / (s/step), plus evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from train_supervised import _pairs, check_device  # noqa: E402
+
+from rims_rl.tasks import TrainConfig  # noqa: E402
+
+
+def step_time(config: TrainConfig, device: torch.device, repeats: int, warmup: int = 3) -> float:
+    """Median seconds of one optimiser step of ``config``'s task and model on ``device``."""
+    torch.manual_seed(config.seed)
+    task = config.make_task()
+    model = task.make_model().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        loss, _ = task.loss(model, task.sample_batch(config.batch_size, gen))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss.item()  # waits for the GPU, as the training loop does
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="copying")
+    p.add_argument("--models", default="rim,lstm")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--data-dir")
+    p.add_argument("--core", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        device = check_device(args.device)
+        options = _pairs(args.opt, "--opt")
+        if args.data_dir:
+            options["data_dir"] = args.data_dir
+        torch.set_num_threads(args.threads)
+        results = {}
+        for model in args.models.split(","):
+            config = TrainConfig(task=args.task, model=model, batch_size=args.batch_size,
+                                 core=_pairs(args.core, "--core"), options=options)
+            results[model] = step_time(config, device, args.repeats)
+            print(f"{args.task} {model:4s} B={args.batch_size} {device}: {results[model]:.4f} s/step "
+                  f"({1 / results[model]:.1f} steps/s)", flush=True)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if "rim" in results and "lstm" in results:
+        print(f"RIM / LSTM time per step: {results['rim'] / results['lstm']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
