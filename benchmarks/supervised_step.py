@@ -14,14 +14,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from train_supervised import _pairs, check_device  # noqa: E402
-
-from rims_rl.tasks import TrainConfig  # noqa: E402
+from rims_rl.tasks import TrainConfig
+from rims_rl.tasks.training import parse_key_values, resolve_device
 
 
 def step_time(config: TrainConfig, device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -58,15 +55,15 @@ def main(argv=None) -> int:
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     try:
-        device = check_device(args.device)
-        options = _pairs(args.opt, "--opt")
+        device = resolve_device(args.device)
+        options = parse_key_values(args.opt, "--opt")
         if args.data_dir:
             options["data_dir"] = args.data_dir
         torch.set_num_threads(args.threads)
         results = {}
         for model in args.models.split(","):
             config = TrainConfig(task=args.task, model=model, batch_size=args.batch_size,
-                                 core=_pairs(args.core, "--core"), options=options)
+                                 core=parse_key_values(args.core, "--core"), options=options)
             results[model] = step_time(config, device, args.repeats)
             print(f"{args.task} {model:4s} B={args.batch_size} {device}: {results[model]:.4f} s/step "
                   f"({1 / results[model]:.1f} steps/s)", flush=True)

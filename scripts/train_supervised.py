@@ -17,24 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from rims_rl.tasks import TASKS, TrainConfig, train
 from rims_rl.tasks.models import MODELS
-from rims_rl.tasks.training import LR_SCHEDULES
-
-
-def _pairs(items: list[str], flag: str) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+from rims_rl.tasks.training import LR_SCHEDULES, parse_key_values, resolve_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,8 +66,8 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    values["options"] = _pairs(args.opt, "--opt")
-    values["core"] = _pairs(args.core, "--core")
+    values["options"] = parse_key_values(args.opt, "--opt")
+    values["core"] = parse_key_values(args.core, "--core")
     if args.data_dir:
         values["options"]["data_dir"] = str(Path(args.data_dir).resolve())
     config = TrainConfig.from_dict(values)
@@ -90,24 +75,11 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     return config, run_dir
 
 
-def check_device(name: str) -> torch.device:
-    """``--device``, checked: a clear error for a malformed name or a GPU this machine does not have."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown --device {name!r}; allowed: cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported --device {name!r}; allowed: cpu, cuda, cuda:N")
-    return device
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config, run_dir = build_config(args)
-        rows = train(config, run_dir, progress=not args.no_progress, device=check_device(args.device))
+        rows = train(config, run_dir, progress=not args.no_progress, device=resolve_device(args.device))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from .models import CoreConfig
 
 # The headline metrics per task (paper Table 1 / 2 and Section 4.2), in display order.
 HEADLINE = {
@@ -51,14 +54,28 @@ def collect(runs_dir: str | Path) -> list[dict]:
 
 def _settings(config: dict) -> dict:
     """The settings that make runs comparable: the config less seed, threads and the data folder, flattened
-    (``core.unit_size``, ``options.train_gap``; a missing ``lr_schedule`` is the old default, constant)."""
+    (``core.unit_size``, ``options.train_gap``; a missing ``lr_schedule`` is the old default, constant).
+    Core sizes are the effective ones, defaults filled in: a RIM's mechanism sizes, an LSTM's or GRU's hidden
+    size (``num_units * unit_size`` unless set), so labels read ``core.hidden_size=192``, not ``default``."""
     out = {"lr_schedule": "constant"}
     for key, value in config.items():
-        if key in ("core", "options"):
+        if key == "options":
             out.update({f"{key}.{k}": v for k, v in value.items() if k != "data_dir"})
+        elif key == "core":
+            out.update({f"core.{k}": v for k, v in _core_sizes(config["model"], value).items()})
         elif key not in ("seed", "num_threads", "task", "model"):
             out[key] = value
     return out
+
+
+def _core_sizes(model: str, core: dict) -> dict:
+    """The core settings that shape ``model`` (``"rim"``, ``"lstm"``, ``"gru"``), defaults filled in."""
+    sizes = dataclasses.asdict(CoreConfig(model=model, **core))
+    del sizes["model"]
+    if model == "rim":
+        del sizes["hidden_size"]
+        return sizes
+    return {"hidden_size": sizes["hidden_size"] or sizes["num_units"] * sizes["unit_size"]}
 
 
 def _label_variants(runs: list[dict]) -> None:

@@ -79,7 +79,7 @@ class TrainConfig:
             raise ValueError("set the core type with TrainConfig.model, not core['model']")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict (``config.json``), rejecting unknown keys."""
         return build_dataclass(cls, values, "train config key")
 
@@ -95,6 +95,38 @@ class TrainConfig:
     def make_task(self) -> SupervisedTask:
         """The task with this config's options and core."""
         return TASKS[self.task](self.options, {"model": self.model, **self.core})
+
+
+def parse_key_values(items: list[str], flag: str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON, else kept as strings).
+
+    :param items: ``KEY=VALUE`` strings from the command line
+    :param flag: the option's name, for the error message (e.g. ``"--opt"``)
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device named ``name`` (``cpu``, ``cuda``, ``cuda:N``), with a clear error for a malformed name or a GPU
+    this machine does not have."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown --device {name!r}; allowed: cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported --device {name!r}; allowed: cpu, cuda, cuda:N")
+    return device
 
 
 def _json(obj) -> str:
@@ -174,6 +206,8 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
         optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the parameters' device
         data_gen.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:  # GPU dropout has its own generator
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         step, rows, elapsed, running = ckpt["step"], ckpt["metrics"], ckpt["elapsed_s"], ckpt.get("running_loss")
         if step >= config.steps:
             log(f"{run_dir} is finished (step {step}); nothing to do")
@@ -200,7 +234,9 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
         _write_metrics(run_dir, rows)
         atomic_torch_save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_rng": data_gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "step": step, "metrics": rows, "elapsed_s": elapsed, "running_loss": train_loss,
+             "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+             "step": step, "metrics": rows, "elapsed_s": elapsed, "running_loss": train_loss,
              "config": config.to_dict()},
             ckpt_path,
         )

@@ -225,3 +225,13 @@ def test_a_run_in_use_by_another_process_is_refused(tmp_path):
     assert (tmp_path / "metrics.json").read_text() == before
     rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
     assert [r["step"] for r in rows] == [3, 6, 9]  # free again once the lock is released
+
+
+def test_report_labels_name_the_effective_core_sizes():
+    from rims_rl.tasks.report import _settings
+
+    lstm = _settings({"task": "copying", "model": "lstm", "seed": 0, "core": {"num_units": 4, "unit_size": 8}})
+    assert lstm["core.hidden_size"] == 32 and "core.unit_size" not in lstm  # the LSTM's size, not the RIM's
+    assert _settings({"task": "copying", "model": "lstm", "core": {"hidden_size": 600}})["core.hidden_size"] == 600
+    rim = _settings({"task": "copying", "model": "rim", "core": {"unit_size": 100}})
+    assert rim["core.unit_size"] == 100 and rim["core.num_units"] == 6 and "core.hidden_size" not in rim
