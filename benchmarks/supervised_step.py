@@ -18,7 +18,7 @@ import time
 import torch
 
 from rims_rl.tasks import TrainConfig
-from rims_rl.tasks.training import parse_key_values, resolve_device
+from rims_rl.tasks.training import parse_key_values, resolve_device, train_step
 
 
 def step_time(config: TrainConfig, device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -31,11 +31,7 @@ def step_time(config: TrainConfig, device: torch.device, repeats: int, warmup: i
     times = []
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
-        loss, _ = task.loss(model, task.sample_batch(config.batch_size, gen))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss, _ = train_step(task, model, optimizer, task.sample_batch(config.batch_size, gen), config.grad_clip)
         loss.item()  # waits for the GPU, as the training loop does
         if i >= warmup:
             times.append(time.perf_counter() - t0)

@@ -180,9 +180,9 @@ class MnistTask(SupervisedTask):
     @torch.no_grad()
     def evaluate(self, model, generator: torch.Generator) -> dict[str, float]:
         out = {}
+        (labels,) = to_model_device(model, self.test_labels)
         for size, images in self.test_images.items():
             logits = torch.cat([model(*to_model_device(model, to_pixel_sequence(x)))[0][-1] for x in images.split(500)])
-            (labels,) = to_model_device(model, self.test_labels)
             out[f"test{size}/acc"] = (logits.argmax(-1) == labels).float().mean().item()
             out[f"test{size}/ce"] = F.cross_entropy(logits, labels).item()
         return out

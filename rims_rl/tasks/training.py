@@ -129,6 +129,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def train_step(task: SupervisedTask, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,
+               grad_clip: float | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimiser step on ``batch`` (from ``task.sample_batch``): loss, backward, gradient-norm clip, step.
+
+    :return: the loss (a scalar tensor) and the task's extra per-batch metrics
+    """
+    loss, extra = task.loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss, extra
+
+
 def _json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=list)
 
@@ -181,11 +196,11 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
             raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "
                              f"or resume it with its own config ({config_path})")
         metrics_path = run_dir / "metrics.json"
-        if not ckpt_path.exists() and metrics_path.exists():  # results kept without their checkpoint
-            rows = json.loads(metrics_path.read_text())
-            if rows and rows[-1]["step"] >= config.steps:
-                log(f"{run_dir} is finished (step {rows[-1]['step']}); nothing to do")
-                return rows
+        rows = json.loads(metrics_path.read_text()) if metrics_path.exists() else []
+        if rows and rows[-1]["step"] >= config.steps:  # finished, with or without its checkpoint
+            log(f"{run_dir} is finished (step {rows[-1]['step']}); nothing to do")
+            return rows
+        if metrics_path.exists() and not ckpt_path.exists():  # results kept without their checkpoint
             raise ValueError(f"{run_dir} holds metrics up to step {rows[-1]['step'] if rows else 0} but no "
                              f"checkpoint.pt to resume from; use another run directory")
     if config.num_threads:
@@ -209,9 +224,6 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
         if device.type == "cuda" and ckpt.get("cuda_rng") is not None:  # GPU dropout has its own generator
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
         step, rows, elapsed, running = ckpt["step"], ckpt["metrics"], ckpt["elapsed_s"], ckpt.get("running_loss")
-        if step >= config.steps:
-            log(f"{run_dir} is finished (step {step}); nothing to do")
-            return rows
         log(f"resumed {run_dir} at step {step}/{config.steps} on {device}")
     elif device.type != "cpu":
         log(f"training {run_dir} on {device}")
@@ -246,14 +258,9 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
                dynamic_ncols=True)
     while step < config.steps:
         t0 = time.perf_counter()
-        loss, extra = task.loss(model, task.sample_batch(config.batch_size, data_gen))
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        loss, extra = train_step(task, model, optimizer, task.sample_batch(config.batch_size, data_gen), config.grad_clip)
         step += 1
         elapsed += time.perf_counter() - t0
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
