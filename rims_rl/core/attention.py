@@ -36,6 +36,8 @@ class InputAttention(nn.Module):
     :param value_size: value size V (paper: 400 for the sequence tasks)
     :param num_heads: number of heads (paper: 1 for the sequence tasks, 4 for RL)
     :param dropout: dropout on the attention probabilities (paper: 0.1 supervised, 0 for RL)
+    :param query_bias: a learned bias per mechanism in the query projection, so that a zero hidden
+        state still gives each mechanism its own, input-dependent scores (see ``RIMCell``)
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class InputAttention(nn.Module):
         value_size: int = 400,
         num_heads: int = 1,
         dropout: float = 0.1,
+        query_bias: bool = True,
     ):
         super().__init__()
         _check_positive(key_size=key_size, value_size=value_size, num_heads=num_heads)
@@ -55,7 +58,7 @@ class InputAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(key_size)
         self.key = nn.Linear(input_size, num_heads * key_size, bias=False)
         self.value = nn.Linear(input_size, num_heads * value_size)
-        self.query = GroupLinear(hidden_size, num_heads * key_size, num_units, bias=False)
+        self.query = GroupLinear(hidden_size, num_heads * key_size, num_units, bias=query_bias)
         self.dropout = nn.Dropout(dropout)
 
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

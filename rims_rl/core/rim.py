@@ -40,7 +40,9 @@ class RIMCell(nn.Module):
     :param k_active: mechanisms active per step, 1..U (paper: 4 for the sequence tasks, 5 for RL)
     :param cell: ``"lstm"`` or ``"gru"``
     :param input_key_size: input attention key size (paper: 64)
-    :param input_value_size: input attention value size, the cell's input size (paper: 400)
+    :param input_value_size: input attention value size, the cell's input size; ``None`` (default) =
+        ``4 * hidden_size``, the paper's rule (its Table 3: values are 4x one mechanism's size, e.g. 400
+        for mechanisms of 100; the authors' Atari code: 4 x 85 = 340)
     :param num_input_heads: input attention heads (paper: 1 sequence tasks, 4 RL)
     :param input_dropout: dropout on the input attention probabilities (paper: 0.1; 0 for RL)
     :param comm_key_size: communication key size per head (paper: 32)
@@ -50,6 +52,11 @@ class RIMCell(nn.Module):
     :param comm_top_k: sparse communication: each mechanism reads only its ``comm_top_k`` most
         attended mechanisms; ``None`` = dense (paper)
     :param use_communication: ``False`` removes the communication step (an ablation)
+    :param query_bias: give each mechanism's input query a learned bias (default). Without it a zero
+        state (every sequence or episode start) makes every query zero, all null-attention scores tie and
+        ``topk`` leaves out the same mechanism index every time; with it, each mechanism's score at a
+        zero state is ``b_u · k(x)``, which depends on the input and differs between mechanisms (a learned
+        initial query). ``False`` gives the bias-free query of the authors' code
     """
 
     def __init__(
@@ -61,7 +68,7 @@ class RIMCell(nn.Module):
         cell: str = "lstm",
         *,
         input_key_size: int = 64,
-        input_value_size: int = 400,
+        input_value_size: int | None = None,
         num_input_heads: int = 1,
         input_dropout: float = 0.1,
         comm_key_size: int = 32,
@@ -70,8 +77,11 @@ class RIMCell(nn.Module):
         comm_dropout: float = 0.1,
         comm_top_k: int | None = None,
         use_communication: bool = True,
+        query_bias: bool = True,
     ):
         super().__init__()
+        if input_value_size is None:
+            input_value_size = 4 * hidden_size if isinstance(hidden_size, int) else hidden_size
         _check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
         if not (isinstance(k_active, int) and 1 <= k_active <= num_units):
             raise ValueError(f"k_active must be an integer in 1..num_units={num_units}, got {k_active!r}")
@@ -80,7 +90,8 @@ class RIMCell(nn.Module):
         self.input_size, self.hidden_size, self.num_units, self.k_active = input_size, hidden_size, num_units, k_active
         self.cell_type = cell
         self.input_attention = InputAttention(
-            input_size, hidden_size, num_units, input_key_size, input_value_size, num_input_heads, input_dropout
+            input_size, hidden_size, num_units, input_key_size, input_value_size, num_input_heads, input_dropout,
+            query_bias,
         )
         self.cell = CELLS[cell](input_value_size, hidden_size, num_units)
         self.communication = (
@@ -91,7 +102,6 @@ class RIMCell(nn.Module):
             else None
         )
         self._compiled_step: Callable | None = None
-        self._cache: dict = {}
 
     @property
     def output_size(self) -> int:
@@ -133,17 +143,6 @@ class RIMCell(nn.Module):
         return state
 
     # ------------------------------------------------------------------ the computation
-    def _fused(self, name: str, make: Callable[[], torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
-        """A weight derived from parameters (a concatenation, a permuted copy). Rebuilt on every call when
-        gradients are on; cached while they are off (acting), keyed by the parameters' versions."""
-        if torch.is_grad_enabled():
-            return make()
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        hit = self._cache.get(name)
-        if hit is None or hit[0] != key:
-            hit = self._cache[name] = (key, make())
-        return hit[1]
-
     def _precompute(self, xs: torch.Tensor) -> dict:
         """Everything that does not depend on the state, for all steps at once.
 
@@ -153,7 +152,7 @@ class RIMCell(nn.Module):
         """
         att, cell, comm = self.input_attention, self.cell, self.communication
         heads, u, q_size = att.num_heads, self.num_units, att.num_heads * att.key_size
-        pre = {"hw": self._fused("hw", lambda: torch.cat([att.query.weight, cell.w_hh], -1), att.query.weight, cell.w_hh)}
+        pre = {"hw": torch.cat([att.query.weight, cell.w_hh], -1)}  # queries and hidden gates: one bmm per step
         hb = cell.b_hh
         if comm is not None:
             pre["qkv"] = comm.scaled_qkv_weight()  # [U, H, heads*(2K+V)]
@@ -162,7 +161,7 @@ class RIMCell(nn.Module):
             kx = (att.key(x) * att.scale).unflatten(-1, (heads, att.key_size))  # [T, B, heads, K]
             vx = nn.functional.linear(x, att.value.weight).unflatten(-1, (heads, att.value_size))  # no bias
             if heads == 1:  # the gate products W_u V(x) of all steps in one matmul: [T, U, B, G*H]
-                w = self._fused("w_ih", lambda: cell.w_ih.permute(1, 0, 2).flatten(1), cell.w_ih)  # [V, U*G*H]
+                w = cell.w_ih.permute(1, 0, 2).flatten(1)  # [V, U*G*H]
                 d = (vx[:, :, 0] @ w).unflatten(-1, (u, -1)).permute(0, 2, 1, 3).contiguous()
             else:  # heads x more FLOPs that way: mix the heads' values per step, then one grouped matmul
                 d = vx  # [T, B, heads, V]
@@ -177,7 +176,8 @@ class RIMCell(nn.Module):
         else:
             keys, values = att.keys_values(xs)  # [T, B, N+1, heads, K], [T, B, N+1, heads, V]
             pre["steps"] = list(zip(keys.unbind(0), values.unbind(0)))
-        pre["hb"] = torch.cat([hb.new_zeros(u, 1, q_size), hb], dim=-1)
+        qb = att.query.bias if att.query.bias is not None else hb.new_zeros(u, 1, q_size)
+        pre["hb"] = torch.cat([qb, hb], dim=-1)  # query bias and hidden-gate bias [U, 1, heads*K + G*H]
         return pre
 
     def _step(self, pre: dict, step_in: tuple, state: State) -> tuple[State, torch.Tensor]:

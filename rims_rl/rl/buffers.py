@@ -4,10 +4,12 @@ sb3-contrib's recurrent buffers cut a minibatch at every episode start, pad the 
 over up to the whole rollout per minibatch. These buffers instead cut the rollout of every environment
 into chunks of ``sequence_length`` steps; a minibatch is ``batch_size / sequence_length`` chunks, each
 starting from the state stored before its first step (episode starts inside a chunk reset the state in
-the core), so the core runs ``sequence_length`` steps per minibatch, all chunks in one call, no padding.
+the core), so the core runs ``sequence_length`` steps per minibatch, all chunks in one call. When
+``sequence_length`` does not divide ``n_steps``, each environment's last chunk is shorter: it is padded
+at its end and masked out of the losses (sb3-contrib's ``mask``).
 
 Shapes: n_steps rollout steps, n_envs environments, U mechanisms, H hidden size of a mechanism,
-L layers, C chunks in a minibatch, T = ``sequence_length``.
+L layers, C chunks in a minibatch, T = ``sequence_length``, J = ceil(n_steps / T) chunks per environment.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ from sb3_contrib.common.recurrent.type_aliases import (
 
 STATE_ARRAYS = ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf")
 STEP_ARRAYS = ("actions", "values", "log_probs", "advantages", "returns", "episode_starts")
+
+
+def chunk_length(sequence_length: int | None, n_steps: int) -> int:
+    """The training chunk length T for a rollout of ``n_steps``: ``sequence_length`` capped at ``n_steps``,
+    or ``n_steps`` for ``None``.
+
+    :raises ValueError: ``sequence_length`` neither ``None`` nor a positive integer
+    """
+    if sequence_length is None:
+        return n_steps
+    if isinstance(sequence_length, bool) or not isinstance(sequence_length, int) or sequence_length < 1:
+        raise ValueError(f"sequence_length must be None or a positive integer, got {sequence_length!r}")
+    return min(sequence_length, n_steps)
 
 
 class _MechanismStateChunks:
@@ -49,11 +64,7 @@ class _MechanismStateChunks:
                  state_shape: tuple[int, ...], device: torch.device | str = "auto", gae_lambda: float = 1,
                  gamma: float = 0.99, n_envs: int = 1, sequence_length: int | None = None,
                  active_source: Callable[[], torch.Tensor | None] | None = None):
-        length = buffer_size if sequence_length is None else sequence_length
-        if not (isinstance(length, int) and 0 < length and buffer_size % length == 0):
-            raise ValueError(f"sequence_length must be None or a positive divisor of n_steps={buffer_size}, "
-                             f"got {sequence_length!r}")
-        self.state_shape, self.sequence_length = tuple(state_shape), length
+        self.state_shape, self.sequence_length = tuple(state_shape), chunk_length(sequence_length, buffer_size)
         self.num_units = self.state_shape[-2]
         self.active_source = active_source
         self._chunks: dict | None = None
@@ -79,20 +90,24 @@ class _MechanismStateChunks:
         super(self._recurrent_base, self).add(*args, **kwargs)  # RolloutBuffer.add: states are stored above
 
     def _chunk(self, array: np.ndarray) -> torch.Tensor:
-        """``[n_steps, n_envs, *shape]`` -> ``[n_envs * n_steps / T, T, *shape]``: chunk ``j`` of env ``e``
-        is row ``e * n_steps / T + j``."""
-        array = array.swapaxes(0, 1)  # [n_envs, n_steps, ...]
+        """``[n_steps, n_envs, *shape]`` -> ``[n_envs * J, T, *shape]``, zero-padded at the end of each
+        environment's rollout to J * T steps: chunk ``j`` of env ``e`` is row ``e * J + j``."""
+        pad = -self.buffer_size % self.sequence_length
+        if pad:
+            array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), dtype=array.dtype)])
+        array = array.swapaxes(0, 1)  # [n_envs, J * T, ...]
         return self.to_torch(np.ascontiguousarray(array).reshape(-1, self.sequence_length, *array.shape[2:]))
 
     def _chunk_starts(self, array: np.ndarray) -> torch.Tensor:
         """The stored state at each chunk's first step: ``[n_steps, n_envs, *state_shape]`` ->
-        ``[n_envs * n_steps / T, L, U*H]``, rows ordered as in :meth:`_chunk`."""
+        ``[n_envs * J, L, U*H]``, rows ordered as in :meth:`_chunk`."""
         starts = array[:: self.sequence_length].swapaxes(0, 1)  # [n_envs, n_steps / T, *state_shape]
         layers = 1 if len(self.state_shape) == 2 else self.state_shape[0]
         return self.to_torch(np.ascontiguousarray(starts).reshape(-1, layers, self.state_shape[-2] * self.state_shape[-1]))
 
     def _prepare_chunks(self) -> dict:
         chunks = {name: self._chunk(getattr(self, name)) for name in STEP_ARRAYS}
+        chunks["mask"] = self._chunk(np.ones((self.buffer_size, self.n_envs), dtype=np.float32))  # 0 on padding
         chunks.update({name: self._chunk_starts(getattr(self, name)) for name in STATE_ARRAYS})
         if isinstance(self.observations, dict):
             chunks["observations"] = {key: self._chunk(obs) for key, obs in self.observations.items()}
@@ -105,19 +120,18 @@ class _MechanismStateChunks:
 
         :param batch_size: steps per minibatch, a multiple of ``sequence_length``; ``None`` = everything
         :return: samples in sb3-contrib's layout: per-step tensors ``[C * T, ...]`` chunk-major, states
-            (h, c) per head ``[L, C, U*H]``, ``mask`` all ones (no padding)
+            (h, c) per head ``[L, C, U*H]``, ``mask`` 1 on real steps, 0 on the padding of short last chunks
         """
         if not self.full:
             raise ValueError("the rollout buffer must be full before sampling from it")
-        total = self.buffer_size * self.n_envs
-        batch_size = total if batch_size is None else batch_size
-        if batch_size % self.sequence_length:
+        if batch_size is not None and batch_size % self.sequence_length:
             raise ValueError(f"batch_size={batch_size} must be a multiple of sequence_length={self.sequence_length}")
         if self._chunks is None:
             self._chunks = self._prepare_chunks()
-        per_batch = batch_size // self.sequence_length
-        order = torch.as_tensor(np.random.permutation(total // self.sequence_length), device=self.device)
-        for start in range(0, len(order), per_batch):
+        num_chunks = len(self._chunks["mask"])
+        per_batch = num_chunks if batch_size is None else batch_size // self.sequence_length
+        order = torch.as_tensor(np.random.permutation(num_chunks), device=self.device)
+        for start in range(0, num_chunks, per_batch):
             yield self._get_chunk_samples(order[start : start + per_batch])
 
     def _get_chunk_samples(self, idx: torch.Tensor) -> RecurrentRolloutBufferSamples:
@@ -146,7 +160,7 @@ class _MechanismStateChunks:
                 (state("hidden_states_vf"), state("cell_states_vf")),
             ),
             episode_starts=steps(c["episode_starts"]),
-            mask=torch.ones_like(returns),
+            mask=steps(c["mask"]),
         )
 
 
@@ -161,8 +175,8 @@ class RimRolloutBuffer(_MechanismStateChunks, RecurrentRolloutBuffer):
     :param gae_lambda: GAE lambda
     :param gamma: discount factor
     :param n_envs: number of environments
-    :param sequence_length: T, steps per training chunk, a divisor of ``buffer_size``; ``None`` = the
-        whole rollout of an environment
+    :param sequence_length: T, steps per training chunk (at most ``buffer_size``; a shorter last chunk is
+        padded and masked when T does not divide ``buffer_size``); ``None`` = the whole rollout of an environment
     :param active_source: called at each ``add`` for the actor's active mask ``[1, n_envs, U]``
         (``None``, or returning ``None``: not recorded, all True)
     """

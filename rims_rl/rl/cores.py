@@ -58,28 +58,56 @@ def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int,
     return out
 
 
-class _CoreConfigCheck:
-    """Stores the core's configuration in the state dict (``_extra_state``), so that loading weights
-    into a core built differently fails with an error naming both configurations."""
+def orthogonal_init_(core: nn.Module) -> nn.Module:
+    """The one initialisation scheme of both cores of the comparison (CleanRL's ``ppo_atari_lstm.py``
+    for its LSTM): every weight matrix orthogonal (gain 1), every bias zero, except a RIM's query bias
+    (uniform in ``±1/sqrt(H)``, which breaks the mechanisms' tie at a zero state, see ``RIMCell``).
 
-    config: dict[str, Any]
+    Grouped RIM weights ``[U, D_in, D_out]`` get an orthogonal matrix per mechanism, as each mechanism's
+    own ``nn.LSTM`` weights would; ``nn.LSTM``'s stacked gate matrices ``[4S, D]`` are orthogonal as one
+    matrix, as in CleanRL.
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return dict(self.config)
+    :param core: a :class:`RimCore` or :class:`LstmCore`
+    :return: the core, initialised in place
+    """
+    with torch.no_grad():
+        for name, p in core.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if name.endswith("query.bias"):
+                continue
+            if "bias" in leaf or leaf.startswith("b_"):
+                nn.init.zeros_(p)
+            elif p.dim() == 3:
+                for w in p:  # one [D_in, D_out] matrix per mechanism
+                    nn.init.orthogonal_(w)
+            else:
+                nn.init.orthogonal_(p)
+    return core
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if dict(state) != self.config:
-            raise ValueError(
-                f"the saved recurrent core configuration {dict(state)} does not match this policy's "
-                f"{self.config}: build the policy with the saved settings (core, rim_kwargs, lstm_hidden_size...)"
-            )
+
+def lstm_size_matching(parameters: int, input_size: int, num_layers: int = 1) -> int:
+    """The hidden size S of an ``nn.LSTM`` on ``input_size`` features with about ``parameters`` parameters:
+    the largest S with ``4 (S·F + S² + 2S) + (L - 1)·4 (2S² + 2S) <= parameters``.
+
+    :param parameters: the count to match (e.g. a RIM core's)
+    :param input_size: features size F
+    :param num_layers: L
+    """
+    def count(s: int) -> int:
+        return 4 * (s * input_size + s * s + 2 * s) + (num_layers - 1) * 4 * (2 * s * s + 2 * s)
+
+    s = 1
+    while count(s + 1) <= parameters:
+        s += 1
+    return s
 
 
-class RimCore(_CoreConfigCheck, nn.Module):
+class RimCore(nn.Module):
     """A :class:`~rims_rl.core.RIM` behind sb3-contrib's LSTM interface.
 
     ``num_layers`` and ``hidden_size`` are what sb3-contrib reads to size states (``hidden_size`` is the
-    flat state size S = U*H, not the size of one mechanism: that is ``unit_size``).
+    flat state size S = U*H, not the size of one mechanism: that is ``unit_size``). Initialised by
+    :func:`orthogonal_init_`, the scheme of the LSTM core too.
 
     :param input_size: flat features size F = N*D from the features extractor
     :param num_elements: N, the number of input elements the features hold (``[.., N*D]`` is viewed as
@@ -100,7 +128,7 @@ class RimCore(_CoreConfigCheck, nn.Module):
         self.input_size, self.num_elements = input_size, num_elements
         self.num_layers, self.num_units, self.unit_size = self.rim.num_layers, self.rim.num_units, self.rim.hidden_size
         self.hidden_size = self.num_units * self.unit_size
-        self.config = {"core": "rim", "input_size": input_size, "num_elements": num_elements, **rim_kwargs}
+        orthogonal_init_(self)
         self.last_active: torch.Tensor | None = None
 
     @property
@@ -129,11 +157,11 @@ class RimCore(_CoreConfigCheck, nn.Module):
         return out, (h, c), active
 
 
-class LstmCore(_CoreConfigCheck, nn.LSTM):
+class LstmCore(nn.LSTM):
     """An ``nn.LSTM`` (the baseline core, DESIGN §5) that resets states at episode starts inside a sequence.
 
-    Runs one fused ``nn.LSTM`` call per stretch of steps without a reset. Weights are initialised
-    orthogonally with zero biases (CleanRL's ``ppo_atari_lstm.py``).
+    Runs one fused ``nn.LSTM`` call per stretch of steps without a reset. Initialised by
+    :func:`orthogonal_init_`, the scheme of the RIM core too.
 
     :param input_size: features size F
     :param hidden_size: LSTM hidden size S
@@ -150,10 +178,7 @@ class LstmCore(_CoreConfigCheck, nn.LSTM):
         if unknown:
             raise ValueError(f"lstm_kwargs accepts only 'bias' and 'dropout' (time-major, one direction), got {unknown}")
         super().__init__(input_size, hidden_size, num_layers=num_layers, **lstm_kwargs)
-        for name, p in self.named_parameters():
-            nn.init.orthogonal_(p) if name.startswith("weight") else nn.init.zeros_(p)
-        self.config = {"core": "lstm", "input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
-        self.config.update(lstm_kwargs)
+        orthogonal_init_(self)
         self.last_active: torch.Tensor | None = None
 
     @property

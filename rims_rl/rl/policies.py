@@ -9,6 +9,7 @@ Shapes: T time, B batch, L layers, U mechanisms, H hidden size of a mechanism, S
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -18,47 +19,121 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import Schedule
 
-from .cores import LstmCore, RimCore, resolve_rim_kwargs
+from .cores import LstmCore, RimCore, lstm_size_matching, resolve_rim_kwargs
 from .extractors import SpatialNatureCNN
 
 CORES = ("rim", "lstm")
 INPUT_ELEMENTS = ("vector", "spatial")
+#: ``lstm_hidden_size`` value that sizes an LSTM core to the parameter count of a RIM core
+MATCH_RIM = "match_rim"
+#: the state size a RIM to be matched gets when its ``rim_kwargs`` give no ``hidden_size``
+DEFAULT_STATE_SIZE = 256
+
+
+def resolve_critic(shared_lstm: bool | None, enable_critic_lstm: bool | None, shared_critic_grad: bool | None,
+                   share_features_extractor: bool = True) -> tuple[bool, bool, bool]:
+    """The critic's configuration from what the user gave (``None`` = not given).
+
+    Nothing given: one core for both heads, trained by both losses (a separate critic core if the
+    features extractors are not shared). A memoryless critic (``enable_critic_lstm=False`` without
+    ``shared_lstm``) only when asked for, with a warning.
+
+    :return: ``(shared_lstm, enable_critic_lstm, shared_critic_grad)``
+    :raises ValueError: a contradictory combination
+    """
+    if shared_lstm is None:
+        shared_lstm = enable_critic_lstm is None and share_features_extractor
+    if enable_critic_lstm is None:
+        enable_critic_lstm = not shared_lstm
+    if shared_lstm and enable_critic_lstm:
+        raise ValueError("shared_lstm=True needs enable_critic_lstm=False (a shared core, or a separate one)")
+    if shared_critic_grad is None:
+        shared_critic_grad = shared_lstm
+    if shared_critic_grad and not shared_lstm:
+        raise ValueError("shared_critic_grad=True needs shared_lstm=True (and enable_critic_lstm=False)")
+    if not (shared_lstm or enable_critic_lstm):
+        warnings.warn("enable_critic_lstm=False without shared_lstm: the critic is memoryless (a Linear on one "
+                      "observation's features); leave both unset for a shared recurrent core", stacklevel=3)
+    return shared_lstm, enable_critic_lstm, shared_critic_grad
+
+
+def _num_elements(extractor: BaseFeaturesExtractor, input_elements: str) -> int:
+    """N, the input elements the extractor's features hold: 1, or its ``num_elements`` for ``"spatial"``."""
+    if input_elements != "spatial":
+        return 1
+    num_elements = getattr(extractor, "num_elements", None)
+    if num_elements is None:
+        raise ValueError(f"input_elements='spatial' needs a features extractor with a num_elements "
+                         f"attribute (e.g. SpatialNatureCNN), got {type(extractor).__name__}")
+    return num_elements
+
+
+def parameter_counts(policy: torch.nn.Module) -> dict[str, int]:
+    """Parameters of a policy by part, recorded with every run so that a comparison states its sizes.
+
+    :param policy: a :class:`RimActorCriticPolicy` or any SB3 actor-critic policy
+    :return: ``core`` (recurrent cores, actor and critic; 0 without), ``features_extractor`` (all of them),
+        ``heads`` (the rest: MLPs, action and value heads) and ``total``
+    """
+    def count(module: torch.nn.Module | None) -> int:
+        return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+    core = count(getattr(policy, "lstm_actor", None)) + count(getattr(policy, "lstm_critic", None))
+    if getattr(policy, "share_features_extractor", True):
+        features = count(policy.features_extractor)
+    else:
+        features = count(policy.pi_features_extractor) + count(policy.vf_features_extractor)
+    total = count(policy)
+    return {"core": core, "features_extractor": features, "heads": total - core - features, "total": total}
 
 
 class RimActorCriticPolicy(RecurrentActorCriticPolicy):
     """sb3-contrib's recurrent actor-critic policy with a RIM core (Goyal et al., ICLR 2021).
 
     Everything else is ``RecurrentActorCriticPolicy``: state resets on ``episode_start``,
-    ``predict(obs, state, episode_start)`` returning the new state, a separate critic core
-    (``enable_critic_lstm``) or a shared one (``shared_lstm``) or none. The state travels as sb3-contrib's
+    ``predict(obs, state, episode_start)`` returning the new state. The state travels as sb3-contrib's
     ``(h, c)`` pair of ``[L, B, U*H]`` tensors (a zero ``c`` for GRU cells), so plain
     ``sb3_contrib.RecurrentPPO`` runs this policy unchanged; ``RimPPO`` trains it faster.
+
+    **The critic reads the recurrent state.** By default one core serves both heads and both losses
+    train it (``shared_lstm=True, enable_critic_lstm=False, shared_critic_grad=True``), as CleanRL's LSTM
+    agent and most recurrent PPO code do: it costs one core instead of two and learned as well as a
+    separate critic core on the memory benchmark (``benchmarks/ppo_memory.py``, see the README).
+    ``enable_critic_lstm=True`` gives the critic its own core (sb3-contrib's default). Asking for
+    ``enable_critic_lstm=False`` without ``shared_lstm`` gives sb3-contrib's memoryless critic (a ``Linear``
+    on one observation's features) and a warning: the value then cannot depend on the past.
 
     :param observation_space: observation space
     :param action_space: action space
     :param lr_schedule: learning rate schedule
     :param core: ``"rim"`` (default) or ``"lstm"``: an ``nn.LSTM`` of ``lstm_hidden_size`` instead, the
-        baseline of the Atari comparison trained by the same code (DESIGN §5)
-    :param rim_kwargs: RIM arguments, e.g. ``dict(num_units=6, k_active=5, hidden_size=85, cell="lstm")``;
-        defaults are the paper's RL setting (6 mechanisms, 5 active, 4 input heads, no dropout) and
-        ``hidden_size = lstm_hidden_size // num_units``. Allowed keys: ``cores.RIM_KWARGS``.
-        Keep the dropouts at 0: rollouts run in eval mode and PPO's ratio assumes the same network.
+        baseline of the Atari comparison trained by the same code (DESIGN §5). Both cores are initialised
+        by the same scheme (:func:`~rims_rl.rl.cores.orthogonal_init_`: orthogonal weights, zero biases)
+    :param rim_kwargs: RIM arguments, e.g. ``dict(num_units=6, k_active=5, hidden_size=43, cell="lstm")``;
+        defaults are the paper's RL setting (6 mechanisms, 5 active, 4 input heads, no dropout, input
+        values 4 x ``hidden_size``) and ``hidden_size = lstm_hidden_size // num_units``. Allowed keys:
+        ``cores.RIM_KWARGS``. Keep the dropouts at 0: rollouts run in eval mode and PPO's ratio assumes
+        the same network. With ``core="lstm", lstm_hidden_size="match_rim"``: the RIM to match
     :param input_elements: ``"vector"``: the features are one input element (paper); ``"spatial"``:
         each position of the last convolution's feature map is an element (``CnnRimPolicy`` only, or an
         extractor with a ``num_elements`` attribute), so mechanisms compete for image regions
-    :param lstm_hidden_size: LSTM core size; for the RIM core the default total state size
+    :param lstm_hidden_size: LSTM core size; for the RIM core the default total state size. With
+        ``core="lstm"``, ``"match_rim"`` sizes the LSTM to have about as many parameters as the RIM core of
+        ``rim_kwargs`` on the same features (a parameter-matched baseline; the default matches state sizes)
     :param n_lstm_layers: layers of the LSTM core; the default ``num_layers`` of the RIM core
     :param lstm_kwargs: ``nn.LSTM`` arguments of the LSTM core (``bias``, ``dropout``)
-    :param shared_critic_grad: with ``shared_lstm=True`` (one core for both heads), let the value loss
-        backpropagate into the shared core too: one recurrent base trained by both losses, as in the
-        common PPO implementations with a recurrent base (e.g. ikostrikov's pytorch-a2c-ppo-acktr-gail).
-        sb3-contrib's ``shared_lstm`` alone trains the core with the policy loss only.
+    :param shared_lstm: one core for both heads; ``None`` (default): ``True`` unless ``enable_critic_lstm``
+        is given
+    :param enable_critic_lstm: a separate critic core; ``None`` (default): ``not shared_lstm``
+    :param shared_critic_grad: with a shared core, let the value loss backpropagate into it too (one
+        recurrent base trained by both losses); ``None`` (default): ``True`` with a shared core.
+        ``False`` is sb3-contrib's ``shared_lstm``: the core is trained by the policy loss only
     :param truncate_bptt: in training, backpropagate through at most this many steps of a sequence: the
         state is detached every ``truncate_bptt`` steps (values and log-probabilities are unchanged).
         ``None`` (default): through whole sequences, as sb3-contrib does. Plain ``RecurrentPPO`` trains on
         sequences of up to ``n_steps``; ``RimPPO``'s chunks of ``sequence_length`` already bound them.
     :param kwargs: the other ``RecurrentActorCriticPolicy`` arguments (``net_arch``, ``ortho_init``,
-        ``features_extractor_class``, ``shared_lstm``, ``enable_critic_lstm``...)
+        ``features_extractor_class``...)
     """
 
     #: features extractor used when none is given, per ``input_elements``
@@ -73,10 +148,12 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         core: str = "rim",
         rim_kwargs: dict[str, Any] | None = None,
         input_elements: str = "vector",
-        lstm_hidden_size: int = 256,
+        lstm_hidden_size: int | str = 256,
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
-        shared_critic_grad: bool = False,
+        shared_lstm: bool | None = None,
+        enable_critic_lstm: bool | None = None,
+        shared_critic_grad: bool | None = None,
         truncate_bptt: int | None = None,
         **kwargs,
     ):
@@ -84,12 +161,17 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             raise ValueError(f"core must be one of {CORES}, got {core!r}")
         if input_elements not in INPUT_ELEMENTS:
             raise ValueError(f"input_elements must be one of {INPUT_ELEMENTS}, got {input_elements!r}")
-        if core == "lstm" and rim_kwargs:
-            raise ValueError(f"rim_kwargs apply to core='rim' only, got core='lstm' with rim_kwargs={rim_kwargs}")
-        if kwargs.get("shared_lstm") and kwargs.get("enable_critic_lstm", True):
-            raise ValueError("shared_lstm=True needs enable_critic_lstm=False (a shared core, or a separate one)")
-        if shared_critic_grad and not kwargs.get("shared_lstm"):
-            raise ValueError("shared_critic_grad=True needs shared_lstm=True (and enable_critic_lstm=False)")
+        match_rim = lstm_hidden_size == MATCH_RIM
+        if match_rim and core != "lstm":
+            raise ValueError(f"lstm_hidden_size={MATCH_RIM!r} sizes an LSTM core: it needs core='lstm', got core={core!r}")
+        if not match_rim and (isinstance(lstm_hidden_size, bool) or not isinstance(lstm_hidden_size, int)
+                              or lstm_hidden_size < 1):
+            raise ValueError(f"lstm_hidden_size must be a positive integer or {MATCH_RIM!r}, got {lstm_hidden_size!r}")
+        if core == "lstm" and rim_kwargs and not match_rim:
+            raise ValueError(f"rim_kwargs apply to core='rim' only (or to core='lstm' with lstm_hidden_size="
+                             f"{MATCH_RIM!r}), got core='lstm' with rim_kwargs={rim_kwargs}")
+        shared_lstm, enable_critic_lstm, shared_critic_grad = resolve_critic(
+            shared_lstm, enable_critic_lstm, shared_critic_grad, kwargs.get("share_features_extractor", True))
         if truncate_bptt is not None and (isinstance(truncate_bptt, bool) or not isinstance(truncate_bptt, int)
                                           or truncate_bptt < 1):
             raise ValueError(f"truncate_bptt must be a positive number of steps or None, got {truncate_bptt!r}")
@@ -100,6 +182,13 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             kwargs["features_extractor_class"] = self.default_extractors[input_elements]
         self.core_kind, self.input_elements, self.shared_critic_grad = core, input_elements, shared_critic_grad
         self.truncate_bptt = truncate_bptt
+        if match_rim:  # size the LSTM from the RIM it matches, on the features this policy will have
+            extractor = kwargs["features_extractor_class"](observation_space, **(kwargs.get("features_extractor_kwargs") or {}))
+            rim = resolve_rim_kwargs(rim_kwargs, DEFAULT_STATE_SIZE, n_lstm_layers)
+            with torch.device("meta"):
+                rim_core = RimCore(int(extractor.features_dim), _num_elements(extractor, input_elements), rim)
+            lstm_hidden_size = lstm_size_matching(sum(p.numel() for p in rim_core.parameters()),
+                                                  int(extractor.features_dim), n_lstm_layers)
         self.rim_kwargs = resolve_rim_kwargs(rim_kwargs, lstm_hidden_size, n_lstm_layers) if core == "rim" else None
         self.core_lstm_kwargs = dict(lstm_kwargs or {})
         self._lstm_hidden_size, self._n_lstm_layers = lstm_hidden_size, n_lstm_layers
@@ -109,22 +198,40 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         else:
             state_size, layers = lstm_hidden_size, n_lstm_layers
         super().__init__(observation_space, action_space, lr_schedule, lstm_hidden_size=state_size,
-                         n_lstm_layers=layers, lstm_kwargs=lstm_kwargs, **kwargs)
+                         n_lstm_layers=layers, lstm_kwargs=lstm_kwargs, shared_lstm=shared_lstm,
+                         enable_critic_lstm=enable_critic_lstm, **kwargs)
 
-        num_elements = 1
-        if input_elements == "spatial":
-            num_elements = getattr(self.features_extractor, "num_elements", None)
-            if num_elements is None:
-                raise ValueError(f"input_elements='spatial' needs a features extractor with a num_elements "
-                                 f"attribute (e.g. SpatialNatureCNN), got {type(self.features_extractor).__name__}")
+        num_elements = _num_elements(self.features_extractor, input_elements)
         # Replace the parent's nn.LSTMs by the cores. Built after super().__init__(), they get no
-        # orthogonal init from SB3: RimCore keeps the RIM's own per-mechanism init, LstmCore initialises
-        # itself orthogonally; and the optimizer must be rebuilt to see them.
+        # orthogonal init from SB3: both cores initialise themselves by the same scheme
+        # (cores.orthogonal_init_); and the optimizer must be rebuilt to see them.
         self.lstm_actor = self._build_core(num_elements)
         self.lstm_critic = self._build_core(num_elements) if self.enable_critic_lstm else None
         self.lstm_hidden_state_shape = (layers, 1, state_size)  # (L, 1, S), for predict()
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
         self.last_active: torch.Tensor | None = None
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """SB3's, with ``features_dim`` a Python int (for a ``MultiDiscrete`` space SB3 gives a numpy
+        integer, which ``nn.LSTM`` and the cores refuse)."""
+        extractor = super().make_features_extractor()
+        extractor._features_dim = int(extractor.features_dim)
+        return extractor
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; weights of another configuration raise a ``ValueError`` that
+        names this policy's core configuration and the first mismatch."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as error:
+            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+            raise ValueError(f"these weights do not fit this policy ({self.core_description()}): {detail}") from None
+
+    def core_description(self) -> str:
+        """This policy's recurrent core in one line, e.g. ``core='rim', rim_kwargs={...}``."""
+        if self.core_kind == "rim":
+            return f"core='rim', rim_kwargs={self.rim_kwargs}"
+        return f"core='lstm', lstm_hidden_size={self._lstm_hidden_size}, n_lstm_layers={self._n_lstm_layers}"
 
     def _build_core(self, num_elements: int) -> RimCore | LstmCore:
         if self.core_kind == "rim":

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.policies import BasePolicy
 
-from .buffers import RimDictRolloutBuffer, RimRolloutBuffer
+from .buffers import RimDictRolloutBuffer, RimRolloutBuffer, chunk_length
 from .policies import CnnRimPolicy, MlpRimPolicy, MultiInputRimPolicy, RimActorCriticPolicy
 
 
@@ -32,9 +32,11 @@ class RimPPO(RecurrentPPO):
     :param policy: ``"MlpRimPolicy"``, ``"CnnRimPolicy"``, ``"MultiInputRimPolicy"`` or a
         :class:`RimActorCriticPolicy` subclass (with ``policy_kwargs=dict(core="lstm")`` the LSTM baseline)
     :param env: environment or its id
-    :param sequence_length: steps per training chunk, a divisor of ``n_steps`` and of ``batch_size``;
-        ``None`` = the whole rollout of an environment (CleanRL's minibatches of whole envs).
-        Truncated backpropagation: gradients do not flow into a chunk's stored start state.
+    :param sequence_length: steps per training chunk (default 16; capped at ``n_steps``), a divisor of
+        ``batch_size``; ``None`` = the whole rollout of an environment (CleanRL's minibatches of whole envs).
+        Any ``n_steps`` works: where the chunk length does not divide it, each environment's last chunk
+        is shorter (padded and masked, as sb3-contrib pads its sequences). Truncated backpropagation:
+        gradients do not flow into a chunk's stored start state.
     :param args: positional arguments of ``RecurrentPPO`` after ``env`` (``learning_rate``, ``n_steps``...)
     :param kwargs: keyword arguments of ``RecurrentPPO``
     """
@@ -53,10 +55,7 @@ class RimPPO(RecurrentPPO):
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, RimActorCriticPolicy)):
             raise ValueError(f"RimPPO needs a RimActorCriticPolicy (MlpRimPolicy, CnnRimPolicy, MultiInputRimPolicy), "
                              f"got {getattr(self.policy_class, '__name__', self.policy_class)}")
-        length = self.n_steps if self.sequence_length is None else self.sequence_length
-        if not (isinstance(length, int) and 0 < length and self.n_steps % length == 0):
-            raise ValueError(f"sequence_length must be None or a positive divisor of n_steps={self.n_steps}, "
-                             f"got {self.sequence_length!r}")
+        length = chunk_length(self.sequence_length, self.n_steps)
         if self.batch_size is not None and self.batch_size % length:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of sequence_length={length}")
         super()._setup_model()

@@ -23,7 +23,10 @@ def reference_step(cell, x, state):
     values = (xs @ att.value.weight.t() + att.value.bias).view(b, n + 1, heads, -1)
     null, attended = [], []
     for u in range(U):
-        q = (h[:, u] @ att.query.weight[u]).view(b, heads, -1)
+        q = h[:, u] @ att.query.weight[u]
+        if att.query.bias is not None:
+            q = q + att.query.bias[u, 0]
+        q = q.view(b, heads, -1)
         scores = torch.einsum("bhk,bnhk->bhn", q, keys) / att.key_size**0.5
         probs = scores.softmax(dim=-1)  # over the N+1 elements
         null.append(probs[:, :, 0].mean(1))

@@ -53,10 +53,9 @@ def test_lstm_core_reproduces_sb3_contrib_lstm_policy():
     torch.manual_seed(0)
     kw = dict(lstm_hidden_size=8, net_arch=dict(pi=[8], vf=[8]))
     stock = MlpLstmPolicy(box(3), spaces.Discrete(3), lr, **kw)
-    ours = MlpRimPolicy(box(3), spaces.Discrete(3), lr, core="lstm", **kw)
+    ours = MlpRimPolicy(box(3), spaces.Discrete(3), lr, core="lstm", enable_critic_lstm=True, **kw)  # stock's critic
     assert isinstance(ours.lstm_actor, LstmCore)
-    missing, unexpected = ours.load_state_dict(stock.state_dict(), strict=False)
-    assert unexpected == [] and all(k.endswith("_extra_state") for k in missing)
+    ours.load_state_dict(stock.state_dict())  # strict: the same keys, all tensors
     obs, states = torch.randn(6, 3, 3), random_states(stock, 3)
     a1, v1, lp1, s1 = step_through(stock, obs, states, STARTS)
     a2, v2, lp2, s2 = step_through(ours, obs, states, STARTS)
@@ -135,7 +134,8 @@ def test_spatial_elements_are_feature_map_positions():
         (CnnRimPolicy, IMAGE, dict(input_elements="spatial", rim_kwargs=dict(TINY_RIM, cell="gru"))),
         (MultiInputRimPolicy, spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}), dict(rim_kwargs=TINY_RIM,
                                                                                         truncate_bptt=4)),
-        (MlpRimPolicy, box(3), dict(core="lstm", lstm_hidden_size=8, enable_critic_lstm=False)),
+        (MlpRimPolicy, box(3), dict(core="lstm", lstm_hidden_size=8, enable_critic_lstm=True)),
+        (MlpRimPolicy, spaces.MultiDiscrete([3, 4]), dict(rim_kwargs=TINY_RIM)),
     ],
 )
 def test_policy_save_load_round_trip(tmp_path, policy_cls, space, kwargs):
@@ -158,13 +158,13 @@ def test_policy_save_load_round_trip(tmp_path, policy_cls, space, kwargs):
         state = s1
 
 
-def test_loading_weights_of_another_rim_configuration_names_both():
+def test_loading_weights_of_another_configuration_raises_a_clear_error():
     a = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=TINY_RIM)
-    b = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=dict(TINY_RIM, k_active=3))
-    with pytest.raises(ValueError, match=r"'k_active': 5.*'k_active': 3"):
+    b = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=dict(TINY_RIM, num_units=4, k_active=3))
+    with pytest.raises(ValueError, match=r"these weights do not fit this policy \(core='rim', rim_kwargs=.*'num_units': 4.*size mismatch"):
         b.load_state_dict(a.state_dict())
     c = MlpRimPolicy(box(3), spaces.Discrete(2), lr, core="lstm", lstm_hidden_size=24)
-    with pytest.raises(ValueError, match=r"'core': 'rim'.*'core': 'lstm'"):
+    with pytest.raises(ValueError, match=r"do not fit this policy \(core='lstm', lstm_hidden_size=24"):
         c.load_state_dict(a.state_dict())
 
 
@@ -178,8 +178,10 @@ def test_loading_weights_of_another_rim_configuration_names_both():
         (MlpRimPolicy, dict(input_elements="pixels"), r"input_elements must be one of \('vector', 'spatial'\)"),
         (MlpRimPolicy, dict(input_elements="spatial"), r"input_elements='spatial' needs an image policy"),
         (MlpRimPolicy, dict(core="lstm", rim_kwargs=dict(num_units=4)), r"rim_kwargs apply to core='rim' only"),
-        (MlpRimPolicy, dict(shared_lstm=True), r"shared_lstm=True needs enable_critic_lstm=False"),
-        (MlpRimPolicy, dict(shared_critic_grad=True), r"shared_critic_grad=True needs shared_lstm=True"),
+        (MlpRimPolicy, dict(shared_lstm=True, enable_critic_lstm=True), r"shared_lstm=True needs enable_critic_lstm=False"),
+        (MlpRimPolicy, dict(enable_critic_lstm=True, shared_critic_grad=True), r"shared_critic_grad=True needs shared_lstm=True"),
+        (MlpRimPolicy, dict(lstm_hidden_size="match_rim"), r"lstm_hidden_size='match_rim' sizes an LSTM core: it needs core='lstm'"),
+        (MlpRimPolicy, dict(core="lstm", lstm_hidden_size=0), r"lstm_hidden_size must be a positive integer or 'match_rim', got 0"),
         (MlpRimPolicy, dict(core="lstm", lstm_kwargs=dict(batch_first=True)), r"lstm_kwargs accepts only"),
         (MlpRimPolicy, dict(truncate_bptt=0), r"truncate_bptt must be a positive number of steps or None, got 0"),
     ],
