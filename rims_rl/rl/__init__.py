@@ -3,7 +3,7 @@
 from .buffers import RimDictRolloutBuffer, RimRolloutBuffer
 from .cores import LstmCore, RimCore
 from .extractors import SpatialNatureCNN
-from .memory_envs import CartPoleNoVelEnv, CueRecallEnv
+from .memory_envs import DEFAULT_MEMORY_TASKS, MEMORY_TASKS, CartPoleNoVelEnv, CueRecallEnv, MemoryTask, make_memory_env
 from .policies import CnnRimPolicy, MlpRimPolicy, MultiInputRimPolicy, RimActorCriticPolicy
 from .ppo import RimPPO
 
@@ -20,4 +20,8 @@ __all__ = [
     "SpatialNatureCNN",
     "CartPoleNoVelEnv",
     "CueRecallEnv",
+    "MemoryTask",
+    "MEMORY_TASKS",
+    "DEFAULT_MEMORY_TASKS",
+    "make_memory_env",
 ]

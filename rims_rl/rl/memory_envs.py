@@ -1,11 +1,17 @@
-"""Small environments that need memory: a feedforward policy cannot solve them, a recurrent one can."""
+"""Small environments that need memory (a feedforward policy cannot solve them, a recurrent one can) and the
+memory suite of ``benchmarks/ppo_memory.py``: CartPole without velocities and tasks of POPGym (``popgym``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.classic_control import CartPoleEnv
+from gymnasium.wrappers import FlattenObservation, TimeLimit
 
 
 class CartPoleNoVelEnv(CartPoleEnv):
@@ -71,3 +77,102 @@ class CueRecallEnv(gym.Env):
         reward = float(query and int(action) == self._cue)
         self._t += 1
         return self._obs(), reward, query, False, {}
+
+
+@dataclass(frozen=True)
+class MemoryTask:
+    """One task of the memory suite (``benchmarks/ppo_memory.py``).
+
+    :param name: the task's name, a key of :data:`MEMORY_TASKS`
+    :param kind: what it asks of memory (``"recall"``, ``"counting"``, ``"sequence"``, ``"control"``)
+    :param make: builds one env (observations already flat: a ``Box``)
+    :param max_return: the best possible episode return (POPGym: 1.0; CartPole-NoVel: 500)
+    :param random_return: mean episode return of a uniformly random policy, measured by
+        :func:`random_return` (1000 episodes, seed 0; ``tests/rl/test_memory_envs.py`` re-measures it);
+        0 of the normalised return
+    :param description: one line on the task
+    """
+
+    name: str
+    kind: str
+    make: Callable[[], gym.Env]
+    max_return: float
+    random_return: float
+    description: str
+
+    def normalise(self, returns):
+        """``(return - random) / (max - random)``: 0 is the random policy, 1 the best possible return."""
+        return (np.asarray(returns, dtype=float) - self.random_return) / (self.max_return - self.random_return)
+
+
+def make_cartpole_novel() -> gym.Env:
+    """``CartPoleNoVelEnv`` with sb3-contrib's 500-step limit."""
+    return TimeLimit(CartPoleNoVelEnv(), max_episode_steps=500)
+
+
+def make_popgym(name: str) -> gym.Env:
+    """A POPGym env (``popgym.envs.<name>``, Morad et al., ICLR 2023) with its observations flattened for
+    SB3: ``Discrete``, ``MultiDiscrete`` and ``Tuple`` observations become one-hot ``Box`` vectors
+    (gymnasium's ``FlattenObservation``), so every agent, sb3-contrib's included, sees the same input.
+
+    :param name: a POPGym class name, e.g. ``"RepeatPreviousEasy"``
+    """
+    import popgym.envs
+
+    env_class = getattr(popgym.envs, name, None)
+    if not (isinstance(env_class, type) and issubclass(env_class, gym.Env)):
+        raise ValueError(f"unknown POPGym env {name!r}; e.g. RepeatPreviousEasy, CountRecallEasy, AutoencodeEasy")
+    env = env_class()
+    return env if isinstance(env.observation_space, spaces.Box) else FlattenObservation(env)
+
+
+def _task(name: str, kind: str, max_return: float, random: float, description: str, make=None) -> MemoryTask:
+    return MemoryTask(name, kind, make or partial(make_popgym, name), max_return, random, description)
+
+
+#: the memory suite: CartPole without velocities (sb3-contrib's benchmark) and POPGym's easy tasks of
+#: different kinds. POPGym's episode returns lie in [-1, 1] (the CartPoles' in [0, 1]).
+MEMORY_TASKS: dict[str, MemoryTask] = {t.name: t for t in (
+    _task("CartPoleNoVel", "control", 500.0, 22.55, "CartPole, positions only, 500 steps (sb3-contrib's benchmark)",
+          make_cartpole_novel),
+    _task("RepeatPreviousEasy", "recall", 1.0, -0.499, "output the suit seen 4 cards ago"),
+    _task("RepeatFirstEasy", "recall", 1.0, -0.497, "output the suit of the episode's first card"),
+    _task("CountRecallEasy", "counting", 1.0, -0.929, "how often has the queried colour been dealt so far"),
+    _task("AutoencodeEasy", "sequence", 1.0, -0.494, "watch a deck, then output it in reverse order"),
+    _task("NoisyPositionOnlyCartPoleEasy", "control", 1.0, 0.112, "CartPole, positions with noise (sigma 0.1) only, 200 steps"),
+    _task("HigherLowerEasy", "counting", 1.0, 0.0, "guess whether the next card is higher or lower (counting helps)"),
+)}
+
+#: the tasks a suite runs by default
+DEFAULT_MEMORY_TASKS = ("CartPoleNoVel", "RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "AutoencodeEasy",
+                        "NoisyPositionOnlyCartPoleEasy")
+
+
+def make_memory_env(task: str) -> gym.Env:
+    """One env of a suite task (:data:`MEMORY_TASKS`).
+
+    :raises ValueError: an unknown task, listing the known ones
+    """
+    if task not in MEMORY_TASKS:
+        raise ValueError(f"unknown memory task {task!r}; allowed: {', '.join(MEMORY_TASKS)}")
+    return MEMORY_TASKS[task].make()
+
+
+def random_return(task: str, episodes: int = 1000, seed: int = 0) -> float:
+    """Mean episode return of uniformly random actions on a suite task.
+
+    :param task: a key of :data:`MEMORY_TASKS`
+    :param episodes: episodes played
+    :param seed: seeds the env and the action space
+    """
+    env = make_memory_env(task)
+    env.action_space.seed(seed)
+    total = 0.0
+    for episode in range(episodes):
+        env.reset(seed=seed if episode == 0 else None)
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(reward)
+            done = terminated or truncated
+    return total / episodes
