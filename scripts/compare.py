@@ -5,7 +5,7 @@
     python scripts/compare.py experiments/minatar_cpu.yaml --workers 1 --threads 2  # one cell, 2 torch threads
     python scripts/compare.py experiments/paper.yaml --backend ray --ray-address auto   # cells as Ray tasks
     python scripts/compare.py experiments/minatar_cpu.yaml --report-only              # report from the runs so far
-    python scripts/compare.py experiments/minatar_cpu.yaml --dry-run                  # list the cells and their state
+    python scripts/compare.py experiments/minatar_cpu.yaml --dry-run                  # check the grid, list its cells
     python scripts/compare.py experiments/minatar_cpu.yaml --games MinAtar/Breakout   # only some of its games
     python scripts/compare.py --measure-random --episodes 500   # MinAtar random-policy reference scores
 
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a local instance)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the existing runs, train nothing")
     parser.add_argument("--no-report", action="store_true", help="train only")
-    parser.add_argument("--dry-run", action="store_true", help="list the cells and their state, train nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every cell as a run would (models built, existing runs' configurations) and "
+                             "list the cells and their state; train nothing")
     parser.add_argument("--games", nargs="+", default=None, metavar="GAME",
                         help="train only these games of the grid (as the config names them); the report covers all runs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--threads must be a positive integer, got {args.threads}")
 
         from rims_rl.experiments.config import load_grid
-        from rims_rl.experiments.grid import cell_status, cell_steps, run_grid
+        from rims_rl.experiments.grid import cell_status, cell_steps, check_grid, run_grid
         from rims_rl.experiments.report import write_report
 
         config = load_grid(args.config)
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--games: {', '.join(unknown)} not in {args.config}; its games: {', '.join(names)}")
             config.games = [g for g in config.games if g.env in args.games]
         if args.dry_run:
+            check_grid(config.cells())  # what run_grid checks before it trains: models built, configurations
             for cell in config.cells():
                 print(f"{cell_status(cell):8s} {cell_steps(cell):>10,}/{cell.timesteps:,}  {cell.name:40s} {cell.run_dir}")
             return 0

@@ -3,9 +3,11 @@
     python scripts/evaluate.py runs/Pong-rim-s0 --episodes 10
     python scripts/evaluate.py runs/Pong-rim-s0/final_weights.pt --deterministic --video pong.mp4
 
-RUN_DIR_OR_MODEL: a run directory (its final model, else its newest checkpoint), an SB3 .zip inside a
-run directory, or the weights-only export final_weights.pt (no code is unpickled). Prints the score
-mean/std/min/max and lengths, and writes them as JSON (default: evaluation.json beside the model).
+RUN_DIR_OR_MODEL: a run directory (its weights-only final_weights.pt, else its final_model.zip, else
+its newest checkpoint), an SB3 .zip inside a run directory, or a weights-only export (.pt: no code is
+unpickled). An SB3 .zip is unpickled, which can run code from the file: evaluate only zips you trust.
+Prints the score mean/std/min/max and lengths, and writes them as JSON (default: evaluation.json
+beside the model). The output files are checked for writing before any game is played.
 The video shows the game beside a strip of which mechanisms are active at each step.
 """
 
@@ -29,17 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rims_rl.rl.evaluation import evaluate, load_trained
+    from rims_rl.utils.run_dir import atomic_write_text, check_writable
 
+    source = Path(args.model)
+    output = Path(args.output) if args.output else (source if source.is_dir() else source.parent) / "evaluation.json"
     try:
+        if source.exists():
+            check_writable(output)
         model, run = load_trained(args.model, args.device)
         result = evaluate(model, run, args.episodes, args.deterministic, args.seed, args.video)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    source = Path(args.model)
-    output = Path(args.output) if args.output else (source if source.is_dir() else source.parent) / "evaluation.json"
     result["model"] = str(source)
-    output.write_text(json.dumps(result, indent=2))
+    atomic_write_text(json.dumps(result, indent=2), output)
     print(f"{run['env']} {run['agent']}: score {result['mean_score']:.1f} ± {result['std_score']:.1f} "
           f"(min {result['min_score']:.0f}, max {result['max_score']:.0f}) over {result['episodes']} games, "
           f"mean length {result['mean_length']:.0f} steps")

@@ -4,8 +4,10 @@
     python scripts/train_ppo.py --env MinAtar/Breakout --agent lstm --seed 1
     python scripts/train_ppo.py --env Pong --run-dir runs/Pong-rim-s0 --resume   # continue a killed run
 
-Everything goes to one run directory (see rims_rl.rl.training): config.yaml, TensorBoard events
-(`tensorboard --logdir runs`), checkpoints, evaluations.csv (raw game score), the final model.
+Everything goes to one run directory (see rims_rl.utils.run_dir): config.yaml, TensorBoard events
+(`tensorboard --logdir runs`), checkpoints, evaluations.csv (raw game score), the final model. The
+whole run is checked (config, model, output folders) before the directory is created, and a run
+directory is trained by one process at a time (a second one is refused).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True, help="Pong, Breakout, ALE/Pong-v5, MinAtar/Breakout, ...")
     parser.add_argument("--agent", default="rim", help=f"one of {', '.join(AGENTS)} (presets in agents/)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="default 0 (on --resume: the run's)")
     parser.add_argument("--total-timesteps", type=int, default=None, help="default: the preset's n_timesteps")
     parser.add_argument("--n-envs", type=int, default=None, help="default: the preset's n_envs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--run-dir", default=None, help="default: runs/<env>-<agent>-s<seed>")
     parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override hyperparameters, e.g. learning_rate=1e-4 policy_kwargs.rim_kwargs.k_active=4")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its newest checkpoint that loads (a finished run: "
+                             "only with a larger --total-timesteps)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 

@@ -2,8 +2,9 @@
 aggregate them across games with stratified-bootstrap confidence intervals (``rliable``).
 
 Everything here reads run directories only (``config.yaml``, ``evaluations.csv`` and, when the grid
-runner trained the run, ``cell.yaml`` and ``timing.json``), so it works on any folder of runs made by
-``scripts/train_ppo.py`` or ``scripts/compare.py``.
+runner trained the run, ``cell.yaml`` and ``timing.json``; see :mod:`rims_rl.utils.run_dir`), so it
+works on any folder of runs made by ``scripts/train_ppo.py`` or ``scripts/compare.py``. Runs are
+averaged together only when their resolved configurations are the same (:func:`collect_runs`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .grid import CELL_FILE, TIMING_FILE, is_finished, read_timing
+from ..utils.run_dir import CELL_FILE, EVALUATIONS_FILE, TIMING_FILE, RunDir, config_id, read_timing
 from .references import Reference, game_key, load_references
 
 
@@ -42,6 +43,8 @@ class Run:
     :param wall_time_s: training seconds over all segments (``None`` without ``timing.json``)
     :param steps_per_s: env steps per training second (``None`` without ``timing.json``)
     :param trained_steps: env steps reached so far according to ``timing.json`` (0 without it)
+    :param config_id: short hash of the resolved configuration without the seed
+        (:func:`~rims_rl.utils.run_dir.config_id`); runs of one label are grouped only when it is equal
     """
 
     path: Path
@@ -57,6 +60,7 @@ class Run:
     wall_time_s: float | None = None
     steps_per_s: float | None = None
     trained_steps: int = 0
+    config_id: str = ""
 
     @property
     def steps(self) -> int:
@@ -106,22 +110,32 @@ def read_run(run_dir: Path) -> Run:
     :raises FileNotFoundError: no ``config.yaml``
     """
     run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config = RunDir(run_dir).read_config()
     cell = yaml.safe_load((run_dir / CELL_FILE).read_text()) if (run_dir / CELL_FILE).is_file() else {}
-    timesteps, scores = read_evaluations(run_dir / "evaluations.csv")
+    timesteps, scores = read_evaluations(run_dir / EVALUATIONS_FILE)
     segments = read_timing(run_dir / TIMING_FILE)
     seconds = sum(float(s["seconds"]) for s in segments)
     steps = sum(int(s["end_step"]) - int(s["start_step"]) for s in segments)
     return Run(path=run_dir, env=config["env"], kind=game_key(config["env"])[0], label=cell.get("label", config["agent"]),
                agent=config["agent"], seed=int(config["seed"]), target_steps=int(config["hyperparameters"]["n_timesteps"]),
-               timesteps=timesteps, scores=scores, finished=is_finished(run_dir),
+               timesteps=timesteps, scores=scores, finished=RunDir(run_dir).status() == "finished",
                wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None,
-               trained_steps=int(segments[-1]["end_step"]) if segments else 0)
+               trained_steps=int(segments[-1]["end_step"]) if segments else 0, config_id=config_id(config))
 
 
 def collect_runs(runs_dir: str | Path) -> list[Run]:
-    """Every run directory (a folder with ``config.yaml``) below ``runs_dir``, sorted by game, label, seed."""
+    """Every run directory (a folder with ``config.yaml``) below ``runs_dir``, sorted by game, label, seed.
+
+    Runs of one game and label whose resolved configurations differ (a preset changed between them)
+    are never averaged together: each configuration's runs get the label ``<label> [<config_id>]``.
+    """
     runs = [read_run(p.parent) for p in Path(runs_dir).rglob("config.yaml") if "checkpoints" not in p.parts]
+    variants = defaultdict(set)
+    for r in runs:
+        variants[(r.env, r.label)].add(r.config_id)
+    for r in runs:
+        if len(variants[(r.env, r.label)]) > 1:
+            r.label = f"{r.label} [{r.config_id}]"
     return sorted(runs, key=lambda r: (r.kind, r.env, r.label, r.seed))
 
 

@@ -1,14 +1,19 @@
 """Run a comparison grid: every cell (agent × game × seed) is one ``rims_rl.rl.training.train`` run in
 its own run directory, trained in a fresh process, ``workers`` at a time (or as Ray tasks).
 
+Run directories are read and written through :mod:`rims_rl.utils.run_dir`.
+
+- Before anything runs (:func:`check_grid`, also for ``--dry-run``), every distinct cell configuration is
+  resolved and its model built once, the runs folder is probed, and a cell whose run directory holds
+  a run of another configuration (any resolved hyperparameter, the env, agent, seed or budget) is refused.
 - A cell whose run directory holds ``final_model.zip`` or ``done.json`` is finished and skipped.
-  ``done.json`` (written when the cell finishes) keeps a run directory finished without its model
+  ``done.json`` (written when a run finishes) keeps a run directory finished without its model
   files, so a grid's run directories can be kept in a repository with only their small files (logs,
   evaluations, TensorBoard events) and the grid resumed elsewhere.
 - A cell with a ``config.yaml`` but no final model was interrupted: it resumes from its newest
-  checkpoint (``train(..., resume=True)``).
-- A cell holds an exclusive lock (``.cell.lock``) while it trains, so two grid processes never train
-  the same run; a locked cell is reported as running elsewhere and skipped.
+  checkpoint that loads (``train(..., resume=True)``).
+- A cell holds its run directory's lock (``.lock``, the one ``train`` takes) while it trains, so two
+  grid processes never train the same run; a locked cell is reported as running elsewhere and skipped.
 - Progress (one tqdm bar over the whole grid's env steps) is read from each cell's ``timing.json``,
   which :class:`TimingCallback` rewrites after every rollout: segments of training with their steps
   and seconds (a resumed run adds a segment), from which the report takes wall time and steps/s.
@@ -16,7 +21,7 @@ its own run directory, trained in a fresh process, ``workers`` at a time (or as 
   the same command again to continue.
 
 Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid),
-``timing.json``, ``train.log`` (the cell's stdout and stderr) and, when it finishes, ``done.json``.
+``timing.json`` and ``train.log`` (the cell's stdout and stderr).
 """
 
 from __future__ import annotations
@@ -37,14 +42,12 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-from ..utils import atomic_write_text, try_lock
+from ..utils.run_dir import (CELL_FILE, LOCK_FILE, LOG_FILE, TIMING_FILE, RunDir, RunInUseError, atomic_write_text,
+                             check_writable, identity_differences, read_timing)
 from .config import Cell, GridConfig
 
-TIMING_FILE = "timing.json"
-DONE_FILE = "done.json"
-CELL_FILE = "cell.yaml"
-LOG_FILE = "train.log"
-LOCK_FILE = ".cell.lock"
+__all__ = ["CELL_FILE", "LOCK_FILE", "LOG_FILE", "TIMING_FILE", "GridResult", "TimingCallback", "cell_status",
+           "cell_steps", "check_grid", "read_timing", "run_cell", "run_grid"]
 
 
 class TimingCallback(BaseCallback):
@@ -83,46 +86,69 @@ class TimingCallback(BaseCallback):
         self._write()
 
 
-def read_timing(path: Path) -> list[dict]:
-    """The segments of a ``timing.json`` (``[]`` if absent or unreadable)."""
-    try:
-        return list(json.loads(Path(path).read_text())["segments"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def is_finished(run_dir: Path) -> bool:
-    """Whether the run in ``run_dir`` trained to its end: ``final_model.zip`` or ``done.json`` present."""
-    return (Path(run_dir) / "final_model.zip").is_file() or (Path(run_dir) / DONE_FILE).is_file()
-
-
 def cell_status(cell: Cell) -> str:
-    """``"done"`` (finished, :func:`is_finished`), ``"partial"`` (a run was started: resume it) or ``"new"``."""
-    if is_finished(cell.run_dir):
-        return "done"
-    if (cell.run_dir / "config.yaml").exists():
-        return "partial"
-    return "new"
+    """``"finished"``, ``"partial"`` (a run was started: resume it) or ``"new"`` (:meth:`RunDir.status`)."""
+    return RunDir(cell.run_dir).status()
 
 
 def cell_steps(cell: Cell) -> int:
     """Env steps the cell has done so far (its target when finished), from ``timing.json``."""
-    if cell_status(cell) == "done":
+    if cell_status(cell) == "finished":
         return cell.timesteps
     segments = read_timing(cell.run_dir / TIMING_FILE)
     return min(int(segments[-1]["end_step"]), cell.timesteps) if segments else 0
 
 
+def _cell_config(cell: Cell):
+    """The cell's resolved configuration, as ``train`` resolves a new run's."""
+    from ..rl.training import resolve_config
+
+    return resolve_config(cell.env, cell.agent, list(cell.hp), cell.timesteps, cell.n_envs)
+
+
 def _check_existing(cell: Cell) -> str | None:
-    """A run directory that holds another run (env, agent or seed differ) -> the reason."""
-    path = cell.run_dir / "config.yaml"
-    if not path.exists():
+    """A run directory that holds a run of another configuration -> the reason (its differences)."""
+    from ..rl.config import AgentConfig
+    from ..rl.training import run_config
+
+    run = RunDir(cell.run_dir)
+    if not run.config_path.is_file():
         return None
-    saved = yaml.safe_load(path.read_text()) or {}
-    for key, want in (("env", cell.env), ("agent", cell.agent), ("seed", cell.seed)):
-        if saved.get(key) != want:
-            return f"{cell.run_dir} holds a run with {key}={saved.get(key)!r}, not {want!r}"
+    saved = run.read_config()
+    try:
+        saved = run_config(saved["env"], saved["agent"], saved["seed"], AgentConfig.from_dict(saved["hyperparameters"]))
+    except (KeyError, TypeError, ValueError) as e:
+        return f"{cell.run_dir} holds a run whose {run.config_path.name} cannot be read ({e})"
+    differences = identity_differences(saved, run_config(cell.env, cell.agent, cell.seed, _cell_config(cell)))
+    if differences:
+        return (f"{cell.run_dir} holds a run with {'; '.join(differences)}: the grid's configuration changed; "
+                f"use another runs_dir (or move that run away)")
     return None
+
+
+def check_grid(cells: list[Cell]) -> None:
+    """Everything the cells need, checked before anything runs or is written: each distinct
+    configuration resolved and its model built once (on the CPU), the run directories writable, and
+    no existing run directory holding another configuration.
+
+    :raises ValueError: the first problem, in one line
+    """
+    from ..rl.training import check_buildable
+
+    built = set()
+    for cell in cells:
+        config = _cell_config(cell)
+        key = (cell.env, yaml.safe_dump(config.to_dict()))
+        if key not in built:
+            try:
+                check_buildable(cell.env, config, cell.seed)
+            except ValueError as e:
+                raise ValueError(f"{cell.name}: {e}") from None
+            built.add(key)
+        problem = _check_existing(cell)
+        if problem:
+            raise ValueError(problem)
+        check_writable(cell.run_dir, folder=True)
 
 
 def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
@@ -138,27 +164,27 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
 
     from ..rl.training import train
 
-    if cell_status(cell) == "done":
+    run = RunDir(cell.run_dir)
+    if run.status() == "finished":
         return "done"
-    cell.run_dir.mkdir(parents=True, exist_ok=True)
-    with try_lock(cell.run_dir / LOCK_FILE) as locked:
-        if not locked:
-            return "locked"
-        if cell_status(cell) == "done":  # finished by another process between the check and the lock
-            return "done"
-        atomic_write_text(yaml.safe_dump({"label": cell.label, "agent": cell.agent, "env": cell.env,
-                                          "seed": cell.seed, "timesteps": cell.timesteps, "hp": list(cell.hp)},
-                                         sort_keys=False), cell.run_dir / CELL_FILE)
-        torch.set_num_threads(threads)
-        resume = cell_status(cell) == "partial"
-        train(cell.env, cell.agent, cell.seed, cell.timesteps, None if resume else cell.n_envs, device,
-              cell.run_dir, None if resume else list(cell.hp), resume=resume, progress=False,
-              callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)])
-        segments = read_timing(cell.run_dir / TIMING_FILE)
-        atomic_write_text(json.dumps({"env": cell.env, "label": cell.label, "seed": cell.seed,
-                                      "steps": int(segments[-1]["end_step"]) if segments else cell.timesteps}),
-                          cell.run_dir / DONE_FILE)
-        return "trained"
+    try:
+        with run.lock():
+            if run.status() == "finished":  # finished by another process between the check and the lock
+                return "done"
+            problem = _check_existing(cell)
+            if problem:
+                raise ValueError(problem)
+            atomic_write_text(yaml.safe_dump({"label": cell.label, "agent": cell.agent, "env": cell.env,
+                                              "seed": cell.seed, "timesteps": cell.timesteps, "hp": list(cell.hp)},
+                                             sort_keys=False), cell.run_dir / CELL_FILE)
+            torch.set_num_threads(threads)
+            # train takes the same lock again (shared by this RunDir) and writes done.json at the end
+            train(cell.env, cell.agent, cell.seed, cell.timesteps, cell.n_envs, device, run, list(cell.hp),
+                  resume=run.status() == "partial", progress=False,
+                  callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)])
+            return "trained"
+    except RunInUseError:
+        return "locked"
 
 
 def _interrupt(signum, frame):
@@ -255,16 +281,14 @@ def run_grid(config: GridConfig, workers: int | None = None, backend: str = "loc
     :param ray_address: the Ray cluster to join (``None``: start a local instance, or ``RAY_ADDRESS``)
     :param log: where one-line notes go (finished, failed and skipped cells)
     :return: what was trained, skipped and failed
-    :raises ValueError: a run directory that holds another run, or an unknown backend
+    :raises ValueError: a cell that cannot be built, a run directory that holds another configuration
+        (:func:`check_grid`), or an unknown backend
     """
     workers = workers or config.workers
     cells = config.cells()
-    for cell in cells:
-        problem = _check_existing(cell)
-        if problem:
-            raise ValueError(problem)
-    result = GridResult([], [c.name for c in cells if cell_status(c) == "done"], [], {})
-    todo = [c for c in cells if cell_status(c) != "done"]
+    check_grid(cells)
+    result = GridResult([], [c.name for c in cells if cell_status(c) == "finished"], [], {})
+    todo = [c for c in cells if cell_status(c) != "finished"]
     log(f"grid {config.name}: {len(cells)} cells, {len(result.skipped)} finished, "
         f"{sum(cell_status(c) == 'partial' for c in todo)} to resume, {sum(cell_status(c) == 'new' for c in todo)} new; "
         f"{workers} at a time ({backend}), runs in {config.runs_dir}")

@@ -131,7 +131,7 @@ def measure_random_scores(games: list[str] | None = None, episodes: int = 100, s
                   f"measure_random_scores\n# (python scripts/compare.py --measure-random --episodes {episodes}"
                   f" --seed {seed}): uniformly random actions,\n# sticky actions 0.1, whole games, the env the "
                   f"agents train and are evaluated on.\n")
-        from ..utils.atomic_io import atomic_write_text
+        from ..utils import atomic_write_text
 
         body = yaml.safe_dump({"episodes": episodes, "seed": seed, "scores": scores}, sort_keys=False)
         atomic_write_text(header + body, path)

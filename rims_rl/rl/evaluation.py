@@ -8,24 +8,28 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from ..utils.run_dir import CONFIG_FILE, RunDir, check_writable
 from .config import AgentConfig
-from .training import ALGOS, WEIGHTS_FORMAT, build_env, build_model, checkpoints
+from .training import ALGOS, WEIGHTS_FORMAT, build_env, build_model
 
 
 def _run_config_near(path: Path) -> dict[str, Any]:
     for folder in (path.parent, path.parent.parent):
-        if (folder / "config.yaml").is_file():
-            with open(folder / "config.yaml") as f:
-                return yaml.safe_load(f)
-    raise FileNotFoundError(f"no config.yaml next to {path} (or in its parent): cannot tell its env and agent")
+        if (folder / CONFIG_FILE).is_file():
+            return RunDir(folder).read_config()
+    raise FileNotFoundError(f"no {CONFIG_FILE} next to {path} (or in its parent): cannot tell its env and agent")
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm, dict[str, Any]]:
-    """Load an agent from a run directory (its final model, else its newest checkpoint), an SB3 zip
-    inside a run directory, or a weights-only export (``final_weights.pt``, no code unpickled).
+    """Load an agent from a run directory (its weights-only ``final_weights.pt``, else its SB3
+    ``final_model.zip``, else its newest checkpoint), an SB3 zip inside a run directory, or a
+    weights-only export.
+
+    A weights-only export is read with ``torch.load(..., weights_only=True)``: tensors and plain values,
+    no code. An SB3 zip is unpickled (SB3's ``load``), which can run code from the file: load only zips
+    you trust (your own runs).
 
     :return: the model and the run config (``env``, ``agent``, ``seed``, ``hyperparameters``)
     :raises FileNotFoundError, ValueError: nothing loadable there, with a one-line message
@@ -34,10 +38,12 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm, 
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (give a run directory, a .zip model or a .pt weights file)")
     if path.is_dir():
-        candidates = [path / "final_model.zip"] + checkpoints(path / "checkpoints")[::-1]
+        run = RunDir(path)
+        candidates = [run.final_weights, run.final_model] + [p for _, p in run.checkpoints()[::-1]]
         found = [p for p in candidates if p.is_file()]
         if not found:
-            raise FileNotFoundError(f"{path} holds no final_model.zip and no checkpoints/model_*_steps.zip")
+            raise FileNotFoundError(f"{path} holds no {run.final_weights.name}, no {run.final_model.name} "
+                                    f"and no checkpoints/model_<steps>_steps.zip")
         path = found[0]
     if path.suffix == ".pt":
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,13 +113,16 @@ def evaluate(
     :param episodes: games to play
     :param deterministic: greedy actions
     :param seed: the evaluation env's seed
-    :param video: write an mp4 of the first game here (game | active mechanisms strip)
+    :param video: write an mp4 of the first game here (game | active mechanisms strip); checked for
+        writing before any game is played
     :param max_steps: stop after this many steps in all (a safety net)
     :return: ``scores``, ``lengths`` and their mean/std/min/max; ``activation_frequency`` per mechanism
         for RIM agents
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if video is not None:
+        check_writable(video)  # before the games are played, not after
     config = AgentConfig.from_dict(run["hyperparameters"])
     env = build_env(run["env"], config, 1, seed, evaluation=True)
     core = getattr(model.policy, "lstm_actor", None)

@@ -1,41 +1,39 @@
-"""Training runs: one run directory with the resolved config, TensorBoard events, atomic checkpoints,
-raw-score evaluations and the final model (an SB3 zip and a weights-only export).
+"""Training runs: one run directory (its layout and files: :mod:`rims_rl.utils.run_dir`) with the
+resolved config, TensorBoard events, atomic checkpoints, raw-score evaluations and the final model (an
+SB3 zip and a weights-only export).
 
-Run directory layout::
-
-    config.yaml            env, agent, seed and every hyperparameter (the resolved preset)
-    tb/<Algo>_1/           TensorBoard events: SB3's metrics, rim/* mechanism statistics and heatmaps
-    checkpoints/           model_<steps>_steps.zip, written atomically (temp file + rename)
-    evaluations.csv        timesteps, raw full-game score mean/std/min/max, mean length
-    final_model.zip        SB3 zip (unpickles code: load only files you trust)
-    final_weights.pt       weights-only export, readable with torch.load(..., weights_only=True)
+Everything a run needs is checked before its directory is created: the config is resolved, the envs and
+the model are built once (the model is the one trained) and the output folders are probed. A run trains
+only while it holds its directory's lock. A resume starts from the newest checkpoint (or final model)
+that loads, and first drops what the killed run logged after it (evaluation rows, TensorBoard steps).
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import Figure, HParam
+from stable_baselines3.common.logger import Figure, HParam, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
+from ..utils.run_dir import RunDir, atomic_torch_save, atomic_write, check_writable, identity_differences
 from .config import AgentConfig, load_agent, schedule
 from .envs import make_atari_env, resolve_env
 from .extractors import MinAtarCNN, SpatialNatureCNN
+from .policies import parameter_counts
 from .ppo import RimPPO
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"rim_ppo": RimPPO, "ppo": PPO}
@@ -43,18 +41,8 @@ EXTRACTORS = {"NatureCNN": NatureCNN, "MinAtarCNN": MinAtarCNN, "SpatialNatureCN
 WEIGHTS_FORMAT = "rims_rl.weights/1"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write a file so that it is either complete or absent: ``write(f)`` into a temp file, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def build_env(env: str, config: AgentConfig, n_envs: int, seed: int | None, evaluation: bool = False) -> VecEnv:
@@ -78,7 +66,11 @@ def policy_kwargs(config: AgentConfig) -> dict[str, Any]:
 
 def build_model(config: AgentConfig, env: VecEnv, seed: int | None, device: str = "auto",
                 tensorboard_log: str | None = None) -> BaseAlgorithm:
-    """A fresh ``RimPPO`` (RIM or LSTM core) or ``PPO`` from the config."""
+    """A fresh ``RimPPO`` (RIM or LSTM core) or ``PPO`` from the config.
+
+    :raises ValueError: a value the algorithm or the policy refuses (``k_active`` above ``num_units``, a
+        negative learning rate, an unknown ``rim_kwargs`` key...), in one line
+    """
     kwargs = dict(
         learning_rate=schedule(config.learning_rate, "learning_rate"), n_steps=config.n_steps,
         batch_size=config.batch_size, n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda,
@@ -86,27 +78,64 @@ def build_model(config: AgentConfig, env: VecEnv, seed: int | None, device: str 
         max_grad_norm=config.max_grad_norm, policy_kwargs=policy_kwargs(config), seed=seed, device=device,
         tensorboard_log=tensorboard_log, verbose=0,
     )
-    if config.algo == "rim_ppo":
-        return RimPPO(config.policy, env, sequence_length=config.sequence_length, **kwargs)
-    return PPO(config.policy, env, **kwargs)
+    try:
+        if config.algo == "rim_ppo":
+            return RimPPO(config.policy, env, sequence_length=config.sequence_length, **kwargs)
+        return PPO(config.policy, env, **kwargs)
+    except (TypeError, AssertionError) as e:  # a policy_kwargs key or value the policy cannot take
+        raise ValueError(f"cannot build the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def resolve_config(env: str, agent: str = "rim", hp: list[str] | None = None, total_timesteps: int | None = None,
+                   n_envs: int | None = None) -> AgentConfig:
+    """The full configuration of a new run: the preset of ``agent`` for the game's kind, ``--hp``
+    overrides, then the total steps and env count.
+
+    :raises ValueError: unknown env, agent or hyperparameter, or a value of the wrong type
+    """
+    kind, _ = resolve_env(env)
+    config = load_agent(agent, kind, hp)
+    if total_timesteps is not None:
+        config.n_timesteps = total_timesteps
+    if n_envs is not None:
+        config.n_envs = n_envs
+    config.validate("the command line")
+    return config
+
+
+def run_config(env: str, agent: str, seed: int, config: AgentConfig) -> dict[str, Any]:
+    """What identifies a run in its ``config.yaml`` (see :data:`rims_rl.utils.run_dir.IDENTITY_KEYS`)."""
+    return {"env": env, "agent": agent, "seed": seed, "hyperparameters": config.to_dict()}
+
+
+def check_buildable(env: str, config: AgentConfig, seed: int = 0) -> dict[str, int]:
+    """Build the run's env and model once on the CPU, as ``train`` would, and drop them.
+
+    :return: the policy's parameter counts (:func:`~rims_rl.rl.policies.parameter_counts`)
+    :raises ValueError: a value the env, the algorithm or the policy refuses
+    """
+    venv = build_env(env, config, config.n_envs, seed)
+    try:
+        return parameter_counts(build_model(config, venv, seed, "cpu").policy)
+    finally:
+        venv.close()
 
 
 class AtomicCheckpointCallback(BaseCallback):
     """Saves ``checkpoints/model_<steps>_steps.zip`` every ``save_freq`` env steps, atomically, keeping
     the newest ``keep``.
 
-    :param save_freq: environment steps between checkpoints (0 = only at the end of training)
-    :param directory: the checkpoints folder
+    :param save_freq: environment steps between checkpoints (0 = only when interrupted)
+    :param run: the run directory
     :param keep: how many checkpoints to keep
     """
 
-    def __init__(self, save_freq: int, directory: Path, keep: int = 3):
+    def __init__(self, save_freq: int, run: RunDir, keep: int = 3):
         super().__init__()
-        self.save_freq, self.directory, self.keep = save_freq, Path(directory), keep
+        self.save_freq, self.run, self.keep = save_freq, run, keep
         self._next = None
 
     def _on_training_start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         if self.save_freq:
             self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
@@ -117,36 +146,29 @@ class AtomicCheckpointCallback(BaseCallback):
         return True
 
     def save(self) -> Path:
-        path = self.directory / f"model_{self.model.num_timesteps}_steps.zip"  # the model may be a step ahead
+        path = self.run.checkpoint_path(self.model.num_timesteps)  # the model may be a step ahead
         atomic_write(path, self.model.save)
-        for old in checkpoints(self.directory)[: -self.keep]:
+        for _, old in self.run.checkpoints()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
-
-
-def checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoints in ``directory``, oldest first."""
-    found = [(int(p.stem.split("_")[1]), p) for p in Path(directory).glob("model_*_steps.zip")]
-    return [p for _, p in sorted(found)]
 
 
 class RawScoreEvalCallback(BaseCallback):
     """Evaluates every ``eval_freq`` env steps and at the end of training on whole games with raw
     scores, with SB3's ``evaluate_policy`` (recurrent state handled by ``predict``); appends a row to
-    ``evaluations.csv`` and records ``eval/mean_reward``.
+    ``evaluations.csv`` and records ``eval/mean_reward`` (the evaluation at the end, which comes after
+    ``learn``'s last log dump, is written to the logger's outputs at once).
 
     :param eval_env: the evaluation env (no reward clipping, no episodic life)
     :param eval_freq: environment steps between evaluations (0 = only at the end)
     :param n_episodes: games per evaluation
-    :param csv_path: the CSV file to append to
+    :param run: the run directory whose ``evaluations.csv`` gets the rows
     :param deterministic: greedy actions
     """
 
-    FIELDS = ("timesteps", "mean_score", "std_score", "min_score", "max_score", "mean_length", "episodes", "wall_time")
-
-    def __init__(self, eval_env: VecEnv, eval_freq: int, n_episodes: int, csv_path: Path, deterministic: bool = False):
+    def __init__(self, eval_env: VecEnv, eval_freq: int, n_episodes: int, run: RunDir, deterministic: bool = False):
         super().__init__()
-        self.eval_env, self.eval_freq, self.n_episodes, self.csv_path = eval_env, eval_freq, n_episodes, Path(csv_path)
+        self.eval_env, self.eval_freq, self.n_episodes, self.run = eval_env, eval_freq, n_episodes, run
         self.deterministic = deterministic
         self.last_eval_step = -1
         self.last_score: float | None = None
@@ -165,6 +187,13 @@ class RawScoreEvalCallback(BaseCallback):
     def _on_training_end(self) -> None:
         if self.last_eval_step != self.num_timesteps:
             self.evaluate()
+            # learn() dumped its last logs before this evaluation: write its values alone now (dumping
+            # everything would log the last update's train/* a second time at this step)
+            values = {k: v for k, v in self.logger.name_to_value.items() if k.startswith("eval/")}
+            for fmt in self.logger.output_formats:
+                fmt.write(values, {k: self.logger.name_to_excluded.get(k, ()) for k in values}, self.num_timesteps)
+            for key in values:
+                del self.logger.name_to_value[key]
 
     def evaluate(self) -> float:
         scores, lengths = evaluate_policy(self.model, self.eval_env, self.n_episodes, self.deterministic,
@@ -172,12 +201,7 @@ class RawScoreEvalCallback(BaseCallback):
         row = dict(timesteps=self.num_timesteps, mean_score=float(np.mean(scores)), std_score=float(np.std(scores)),
                    min_score=float(np.min(scores)), max_score=float(np.max(scores)),
                    mean_length=float(np.mean(lengths)), episodes=len(scores), wall_time=round(time.time(), 3))
-        new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        self.run.append_evaluation(row)
         self.logger.record("eval/mean_reward", row["mean_score"])
         self.logger.record("eval/mean_ep_length", row["mean_length"])
         self.last_eval_step, self.last_score = self.num_timesteps, row["mean_score"]
@@ -274,102 +298,188 @@ def export_weights(model: BaseAlgorithm, run_config: dict[str, Any], path: Path)
     ``torch.load(path, weights_only=True)`` (an SB3 zip unpickles code)."""
     data = {"format": WEIGHTS_FORMAT, "run": run_config,
             "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.policy.state_dict().items()}}
-    atomic_write(path, lambda f: torch.save(data, f))
+    atomic_torch_save(data, path)
 
 
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {path.name} not found")
-    with open(path) as f:
-        return yaml.safe_load(f)
+class _PurgingTensorBoardOutputFormat(TensorBoardOutputFormat):
+    """SB3's TensorBoard output whose new event file starts with a purge at ``purge_step``: TensorBoard
+    then hides the events at and after that step left by a killed process (``SummaryWriter(purge_step=...)``)."""
+
+    def __init__(self, folder: str | Path, purge_step: int):  # noqa: D107 -- super() would open a second file
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        self._is_closed = False
+
+
+def _learn(run: RunDir, model: BaseAlgorithm, config: AgentConfig, eval_env: VecEnv, run_info: dict[str, Any],
+           resumed: bool, progress: bool, callbacks: list[BaseCallback], log: Callable[[str], None]) -> None:
+    """Train ``model`` to ``config.n_timesteps`` in ``run`` (whose lock is held), after dropping what a
+    killed run logged beyond the model's step, then save the final model, its weights and ``done.json``."""
+    step = model.num_timesteps
+    dropped = run.truncate_evaluations(step)
+    if dropped:
+        log(f"{run}: dropped {dropped} evaluation row(s) after step {step}, from the run that was stopped")
+    algo = type(model)
+    tb = run.tb_folder(algo.__name__)
+    # a fresh run's file starts at step 0 (nothing to hide); a resumed one hides its predecessor's steps > step
+    model.set_logger(Logger(str(tb), [_PurgingTensorBoardOutputFormat(tb, step + 1 if step else 0)]))
+    checkpointer = AtomicCheckpointCallback(config.checkpoint_freq, run)
+    evaluator = RawScoreEvalCallback(eval_env, config.eval_freq, config.eval_episodes, run)
+    run_callbacks = [checkpointer, evaluator, MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
+    if progress:
+        run_callbacks.append(ProgressCallback(config.n_timesteps, evaluator))
+    run_callbacks += callbacks
+    try:
+        model.learn(config.n_timesteps - step, callback=CallbackList(run_callbacks), reset_num_timesteps=not resumed,
+                    tb_log_name=algo.__name__)
+    except KeyboardInterrupt:
+        checkpointer.save()
+        raise
+    finally:
+        model.logger.close()
+    atomic_write(run.final_model, model.save)
+    export_weights(model, run_info, run.final_weights)
+    run.mark_done({"env": run_info["env"], "agent": run_info["agent"], "seed": run_info["seed"],
+                   "steps": int(model.num_timesteps)})
+
+
+def _load_newest(run: RunDir, algo: type[BaseAlgorithm], venv: VecEnv, device: str,
+                 log: Callable[[str], None]) -> BaseAlgorithm | None:
+    """The newest checkpoint (or final model) of ``run`` that loads, saying which ones did not;
+    ``None`` if there is none.
+
+    :raises ValueError: there are some, and none loads
+    """
+    candidates = run.resume_candidates()
+    failed = []
+    for _, path in candidates:
+        try:
+            model = algo.load(path, env=venv, device=device)
+        except Exception as e:  # noqa: BLE001 -- a truncated or foreign file: fall back to an older one
+            failed.append(path.name)
+            log(f"{run}: {path.relative_to(run.path)} cannot be loaded ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one")
+            continue
+        if failed:
+            log(f"{run}: resuming from {path.relative_to(run.path)} ({model.num_timesteps} steps) instead")
+        return model
+    if candidates:
+        raise ValueError(f"cannot resume {run}: none of its {len(candidates)} checkpoint(s) can be loaded "
+                         f"({', '.join(failed)}); move them aside to train it again from step 0")
+    return None
+
+
+def _is_done(run: RunDir, target: int, log: Callable[[str], None]) -> bool:
+    """Whether ``run`` is finished at ``target`` steps or beyond (saying so)."""
+    try:
+        reached = run.finished_steps() if run.status() == "finished" else None
+    except ValueError:  # an unreadable final model: resume from the newest checkpoint that loads
+        reached = None
+    if reached is not None and target <= reached:
+        log(f"{run} is finished ({reached} steps); nothing to do (a larger --total-timesteps continues it)")
+        return True
+    return False
 
 
 def train(
     env: str,
     agent: str = "rim",
-    seed: int = 0,
+    seed: int | None = None,
     total_timesteps: int | None = None,
     n_envs: int | None = None,
     device: str = "auto",
-    run_dir: str | Path | None = None,
+    run_dir: str | Path | RunDir | None = None,
     hp: list[str] | None = None,
     resume: bool = False,
     progress: bool = True,
     callbacks: list[BaseCallback] | None = None,
+    log: Callable[[str], None] = _stderr,
 ) -> Path:
     """Train an agent on an Atari or MinAtar game, writing everything to one run directory.
 
+    Nothing is written before the whole run has been checked: the config resolved, the envs and the
+    model built, the output folders probed. The run trains while holding its directory's lock.
+
     :param env: game name (``"Pong"``, ``"ALE/Breakout-v5"``, ``"MinAtar/Breakout"``)
     :param agent: ``"rim"``, ``"lstm"`` or ``"ppo"`` (a preset in ``agents/``)
-    :param seed: seed of the model and of the environments
-    :param total_timesteps: total env steps (default: the preset's ``n_timesteps``)
+    :param seed: seed of the model and of the environments (default 0; on resume, the saved one)
+    :param total_timesteps: total env steps (default: the preset's ``n_timesteps``; on resume, the saved
+        one; a larger value continues a finished run from its final model)
     :param n_envs: parallel environments (default: the preset's)
     :param device: torch device, ``"auto"`` = CUDA if available
     :param run_dir: the run directory (default ``runs/<env>-<agent>-s<seed>``)
     :param hp: ``key=value`` hyperparameter overrides
-    :param resume: continue the run in ``run_dir`` from its last checkpoint (same step counter and
-        TensorBoard run); its saved config is used
+    :param resume: continue the run in ``run_dir`` from its newest checkpoint that loads (same step counter
+        and TensorBoard run); its saved config is used, and ``seed``, ``n_envs`` and ``hp``, when given,
+        must resolve to the same configuration. A finished run is left as it is unless
+        ``total_timesteps`` is larger than the steps it reached; a run stopped before its first
+        checkpoint trains again from step 0, saying so.
     :param progress: show a progress bar
     :param callbacks: extra SB3 callbacks, run after the run's own (e.g. the grid runner's timing record)
+    :param log: where one-line notes go (fallbacks, dropped rows, nothing to do); default stderr
     :return: the run directory
     :raises ValueError, FileNotFoundError, FileExistsError: bad input, with a one-line message
+        (:class:`~rims_rl.utils.run_dir.RunInUseError`: another process trains the run)
     """
-    kind, _ = resolve_env(env)
-    run_dir = Path(run_dir or f"runs/{env.replace('/', '-')}-{agent}-s{seed}")
-    checkpoint_dir = run_dir / "checkpoints"
-    if resume:
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"cannot resume: run directory {run_dir} does not exist")
-        saved = _read_run_config(run_dir)
-        for key, given in (("env", env), ("agent", agent)):
-            if saved[key] != given:
-                raise ValueError(f"cannot resume {run_dir}: it was trained with {key}={saved[key]!r}, not {given!r}")
-        config = AgentConfig.from_dict(saved["hyperparameters"], source=str(run_dir / "config.yaml"))
-        if hp:
-            raise ValueError(f"--hp cannot change a resumed run ({run_dir}); its config.yaml holds the hyperparameters")
-        seed = saved["seed"]
-        if total_timesteps is not None:
-            config.n_timesteps = total_timesteps
-    else:
-        if (run_dir / "config.yaml").exists():
-            raise FileExistsError(f"run directory {run_dir} already holds a run: pass --resume, or another --run-dir")
-        config = load_agent(agent, kind, hp)
-        if total_timesteps is not None:
-            config.n_timesteps = total_timesteps
-        if n_envs is not None:
-            config.n_envs = n_envs
-        config.validate("the command line")
-    run_config = {"env": env, "agent": agent, "seed": seed, "hyperparameters": config.to_dict(),
-                  "command": shlex.join(sys.argv)}
+    resolve_env(env)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(
+        run_dir or f"runs/{env.replace('/', '-')}-{agent}-s{0 if seed is None else seed}")
+    with contextlib.ExitStack() as stack:
+        if resume:
+            if not run.path.is_dir():
+                raise FileNotFoundError(f"cannot resume: run directory {run} does not exist")
+            saved = run.read_config()
+            config = AgentConfig.from_dict(saved["hyperparameters"], source=str(run.config_path))
+            wanted_config = AgentConfig.from_dict(saved["hyperparameters"], source=str(run.config_path))
+            if hp:  # given again on resume: must resolve to the saved configuration
+                wanted_config = resolve_config(env, agent, hp)
+            if n_envs is not None:
+                wanted_config.n_envs = n_envs
+            wanted = run_config(env, agent, saved.get("seed") if seed is None else seed, wanted_config)
+            differences = identity_differences(run_config(saved["env"], saved["agent"], saved["seed"], config), wanted,
+                                               ignore=("hyperparameters.n_timesteps",))
+            if differences:
+                raise ValueError(f"cannot resume {run}: it was trained with {'; '.join(differences)}")
+            seed = saved["seed"]
+            config.n_timesteps = total_timesteps or config.n_timesteps
+            if _is_done(run, config.n_timesteps, log):  # checked before the lock: a finished run is left untouched
+                return run.path
+            stack.enter_context(run.lock())
+            if _is_done(run, config.n_timesteps, log):  # finished by another process meanwhile
+                return run.path
+            finished = run.status() == "finished"
+            info = {**saved, **run_config(env, agent, seed, config)}
+        else:
+            if run.status() != "new":
+                raise FileExistsError(f"run directory {run} already holds a run: pass --resume, or another --run-dir")
+            config = resolve_config(env, agent, hp, total_timesteps, n_envs)
+            seed = 0 if seed is None else seed
+            info = {**run_config(env, agent, seed, config), "parameters": None, "command": shlex.join(sys.argv)}
 
-    venv = build_env(env, config, config.n_envs, seed)
-    eval_env = build_env(env, config, min(config.eval_episodes, config.n_envs), seed + 10_000, evaluation=True)
-    algo = ALGOS[config.algo]
-    if resume and checkpoints(checkpoint_dir):
-        latest = checkpoints(checkpoint_dir)[-1]
-        model = algo.load(latest, env=venv, device=device, tensorboard_log=str(run_dir / "tb"))
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", lambda f: f.write(yaml.safe_dump(run_config, sort_keys=False).encode()))
-        model = build_model(config, venv, seed, device, tensorboard_log=str(run_dir / "tb"))
-    remaining = config.n_timesteps - model.num_timesteps
-    checkpointer = AtomicCheckpointCallback(config.checkpoint_freq, checkpoint_dir)
-    evaluator = RawScoreEvalCallback(eval_env, config.eval_freq, config.eval_episodes, run_dir / "evaluations.csv")
-    run_callbacks = [checkpointer, evaluator, MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
-    if progress:
-        run_callbacks.append(ProgressCallback(config.n_timesteps, evaluator))
-    run_callbacks += callbacks or []
-    try:
-        if remaining > 0:
-            model.learn(remaining, callback=CallbackList(run_callbacks), reset_num_timesteps=not resume,
-                        tb_log_name=algo.__name__)
-    except KeyboardInterrupt:
-        checkpointer.save()
-        raise
-    finally:
-        venv.close()
-        eval_env.close()
-    atomic_write(run_dir / "final_model.zip", model.save)
-    export_weights(model, run_config, run_dir / "final_weights.pt")
-    return run_dir
+        venv = build_env(env, config, config.n_envs, seed)
+        stack.callback(venv.close)
+        eval_env = build_env(env, config, min(config.eval_episodes, config.n_envs), seed + 10_000, evaluation=True)
+        stack.callback(eval_env.close)
+        algo = ALGOS[config.algo]
+        model = _load_newest(run, algo, venv, device, log) if resume else None
+        if resume and model is None:
+            if finished:  # kept without its model files (done.json and logs only)
+                raise ValueError(f"cannot continue {run}: it is finished, and neither its {run.final_model.name} "
+                                 f"nor a checkpoint is there to continue from")
+            log(f"{run} has no checkpoint to resume from: training it again from step 0")
+        if model is None:
+            model = build_model(config, venv, seed, device)
+        info["parameters"] = parameter_counts(model.policy)
+
+        if not resume:
+            stack.enter_context(run.lock())  # creates the folder: everything above has been checked
+            if run.status() != "new":  # another process started it meanwhile
+                raise FileExistsError(f"run directory {run} already holds a run: pass --resume, or another --run-dir")
+        for folder in (run.checkpoint_dir, run.tb_folder(algo.__name__)):
+            folder.mkdir(parents=True, exist_ok=True)
+            check_writable(folder, folder=True)
+        if not resume or info != saved:  # a resume records a new total or the parameter counts
+            run.write_config(info)
+        _learn(run, model, config, eval_env, info, resume and model.num_timesteps > 0, progress, callbacks or [], log)
+    return run.path

@@ -1,9 +1,11 @@
 """Training loop for the supervised tasks: run directory, metrics, TensorBoard, atomic checkpoints, resume.
 
 A run directory holds ``config.json`` (the resolved config), ``checkpoint.pt`` (model, optimiser,
-step, random states; written atomically), ``metrics.json`` and ``metrics.csv`` (one row per
-evaluation) and TensorBoard event files. Calling :func:`train` on a directory that holds a
-checkpoint of the same config resumes it.
+step, random states: tensors and plain values, written atomically and read with
+``torch.load(..., weights_only=True)``), ``metrics.json`` and ``metrics.csv`` (one row per evaluation)
+and TensorBoard event files. Calling :func:`train` on a directory that holds a checkpoint of the same
+config resumes it. The lock and the atomic writes are :mod:`rims_rl.utils.run_dir`'s, shared with the
+reinforcement-learning runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import atomic_torch_save, atomic_write_text, try_lock
+from ..utils.run_dir import LOCK_FILE, RunDir, atomic_torch_save, atomic_write_text
 from .balls import BallsTask
 from .copying import CopyingTask
 from .mnist import MnistTask
@@ -28,7 +30,8 @@ from .models import MODELS
 from .task import SupervisedTask, build_dataclass
 
 LR_SCHEDULES = ("constant", "cosine")
-LOCK_FILE = ".lock"
+__all__ = ["LOCK_FILE", "LR_SCHEDULES", "TASKS", "TrainConfig", "parse_key_values", "resolve_device", "train",
+           "train_step"]
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
 
 
@@ -176,7 +179,9 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
     :param device: where the model trains (``"cpu"``, ``"cuda"``); not part of the config, so a run
         may resume on another device than it started on (the data are drawn on the CPU either way)
     :return: the metrics rows, one per evaluation (``step``, ``time_s``, ``train/loss``, test metrics)
-    :raises ValueError: bad config, a directory holding another run, or one in use by another process
+    :raises ValueError: bad config, a directory holding another run, an unwritable one, or one in use by
+        another process (:class:`~rims_rl.utils.run_dir.RunInUseError`); nothing is written before the
+        task and the model have been built
     """
     with contextlib.ExitStack() as stack:
         return _train(config, Path(run_dir), progress, log, torch.device(device), stack)
@@ -207,16 +212,14 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     task = config.make_task()  # checks the options (and loads data) before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not stack.enter_context(try_lock(run_dir / LOCK_FILE)):
-        raise ValueError(f"{run_dir} is in use by another process (it holds the lock {LOCK_FILE})")
+    model = task.make_model().to(device)  # and the core's sizes
+    stack.enter_context(RunDir(run_dir).lock())  # creates the folder, probed for writing
     atomic_write_text(_json(config.to_dict()), config_path)
-    model = task.make_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     data_gen = torch.Generator().manual_seed(config.seed)
     step, rows, elapsed, running = 0, [], 0.0, None
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # written here: tensors, plain values
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the parameters' device
         data_gen.set_state(ckpt["data_rng"])

@@ -1,6 +1,6 @@
-"""Generic helpers shared by the training code (no model code here)."""
+"""Generic helpers shared by the training code (no model code here): the run directory and its files."""
 
-from .atomic_io import atomic_torch_save, atomic_write_text
-from .locking import try_lock
+from .run_dir import RunDir, RunInUseError, atomic_torch_save, atomic_write, atomic_write_text, check_writable, try_lock
 
-__all__ = ["atomic_torch_save", "atomic_write_text", "try_lock"]
+__all__ = ["RunDir", "RunInUseError", "atomic_torch_save", "atomic_write", "atomic_write_text", "check_writable",
+           "try_lock"]

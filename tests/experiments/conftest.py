@@ -13,7 +13,7 @@ FIELDS = ("timesteps", "mean_score", "std_score", "min_score", "max_score", "mea
 
 def make_run(root: Path, env: str, agent: str, seed: int, evals: list[tuple[int, float]], finished: bool = True,
              label: str | None = None, segments: list[tuple[int, int, float]] | None = None,
-             target: int | None = None) -> Path:
+             target: int | None = None, hyperparameters: dict | None = None) -> Path:
     """A run directory as ``train`` leaves it: ``config.yaml``, ``evaluations.csv`` (rows in the given
     order, so resumed runs can repeat steps), ``final_model.zip`` if finished, and the grid runner's
     ``cell.yaml``/``timing.json`` when ``label``/``segments`` are given.
@@ -21,12 +21,14 @@ def make_run(root: Path, env: str, agent: str, seed: int, evals: list[tuple[int,
     :param evals: ``(timesteps, mean_score)`` rows in file order
     :param segments: ``(start_step, end_step, seconds)`` training segments
     :param target: the run's ``n_timesteps`` (default: the last evaluated step)
+    :param hyperparameters: more of the resolved configuration (all runs share the rest)
     """
     run = root / env.replace("/", "-") / f"{label or agent}-s{seed}"
     run.mkdir(parents=True)
     target = target or max(step for step, _ in evals)
     (run / "config.yaml").write_text(yaml.safe_dump(
-        {"env": env, "agent": agent, "seed": seed, "hyperparameters": {"n_timesteps": target}, "command": "test"}))
+        {"env": env, "agent": agent, "seed": seed, "hyperparameters": {"n_timesteps": target, **(hyperparameters or {})},
+         "command": "test"}))
     with open(run / "evaluations.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()

@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from rims_rl.experiments.aggregate import (aggregate, collect_runs, normalisers, read_evaluations,
+from rims_rl.experiments.aggregate import (aggregate, collect_runs, group, normalisers, read_evaluations,
                                            relative_improvement, t_interval)
 from rims_rl.experiments.plots import curve, improvements
 from rims_rl.experiments.references import Reference, load_references
@@ -40,7 +40,7 @@ def runs_dir(tmp_path):
     make_run(root, "MinAtar/Freeway", "lstm", 0, [(100, 2.0)])
     make_run(root, "Pong", "rim", 0, [(100, -10.0)])
     make_run(root, "Pong", "lstm", 0, [(100, -15.0)])
-    make_run(root, "MinAtar/Breakout", "rim", 3, [(50, 99.0)], finished=False, label="rim")  # ignored: unfinished
+    make_run(root, "MinAtar/Breakout", "rim", 3, [(50, 99.0)], finished=False, label="rim", target=100)  # unfinished
     return root
 
 
@@ -133,7 +133,7 @@ def test_report_files(runs_dir, tmp_path):
     assert "rim has the higher mean final score on 2 of 4 games; lstm on MinAtar/Asterix, MinAtar/Freeway." in summary
     assert "IQM" in summary and "P(rim > lstm) = 0.528" in summary
     assert "Not in the aggregate: MinAtar/Freeway" in summary
-    assert "| MinAtar/Breakout | rim | 3 | 50 / 50 | 99.00 |" in summary  # the unfinished run, listed apart
+    assert "| MinAtar/Breakout | rim | 3 | 50 / 100 | 99.00 |" in summary  # the unfinished run, listed apart
     assert "Not started (no run directory yet): Seaquest rim s0, Seaquest lstm s0." in summary
     assert "| Pong | -10.00 ± 0.00 | -15.00 ± 0.00 | 14% | rim | 0% (20 vs 20) |" in summary  # paper's Table 7
 
@@ -144,3 +144,16 @@ def test_reference_files():
     assert refs[("atari", "upndown")].human == 11693.2
     minatar = {g: refs[("minatar", g)] for g in ("breakout", "spaceinvaders", "asterix", "freeway", "seaquest")}
     assert all(r.random is not None and r.random >= 0 and r.human is None for r in minatar.values())
+
+
+def test_runs_whose_configurations_differ_are_never_averaged(tmp_path):
+    """A preset changed between seeds (k_active 5 -> 4): the runs stay apart, each under its configuration."""
+    make_run(tmp_path, "MinAtar/Breakout", "rim", 0, [(100, 10.0)], label="rim")
+    make_run(tmp_path, "MinAtar/Breakout", "lstm", 0, [(100, 5.0)], label="lstm")
+    changed = {"policy_kwargs": {"rim_kwargs": {"k_active": 4}}}
+    make_run(tmp_path, "MinAtar/Breakout", "rim", 1, [(100, 20.0)], label="rim", hyperparameters=changed)
+    runs = collect_runs(tmp_path)
+    by_label = group(runs)["MinAtar/Breakout"]
+    assert sorted(len(rs) for rs in by_label.values()) == [1, 1, 1] and "lstm" in by_label
+    rims = [label for label in by_label if label.startswith("rim [")]
+    assert len(rims) == 2 and {by_label[label][0].seed for label in rims} == {0, 1}

@@ -121,13 +121,44 @@ def test_a_cell_finished_by_another_process_is_skipped_not_trained(tmp_path):
     assert not (cell.run_dir / "config.yaml").exists()
 
 
-def test_a_run_directory_holding_another_run_is_refused(tmp_path):
-    config = load_grid(tiny_grid(tmp_path, timesteps=64))
-    cell = config.cells()[0]
+def test_a_run_directory_holding_another_configuration_is_refused(tmp_path, capsys):
+    """The whole resolved configuration identifies a run: a finished cell trained before its preset
+    changed (one nested value) is refused, not skipped, by the grid and by --dry-run."""
+    from rims_rl.rl.training import resolve_config, run_config
+
+    config_path = tiny_grid(tmp_path, timesteps=64, agents=("rim",))
+    (cell,) = load_grid(config_path).cells()
+    saved = run_config(cell.env, cell.agent, cell.seed,
+                       resolve_config(cell.env, cell.agent, list(cell.hp), cell.timesteps, cell.n_envs))
+    saved["hyperparameters"]["policy_kwargs"]["rim_kwargs"]["k_active"] = 4
     cell.run_dir.mkdir(parents=True)
-    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump({"env": cell.env, "agent": "ppo", "seed": cell.seed}))
-    with pytest.raises(ValueError, match="holds a run with agent='ppo', not "):
-        run_grid(config, progress=False, log=lambda msg: None)
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    (cell.run_dir / "done.json").write_text(json.dumps({"steps": 64}))
+    with pytest.raises(ValueError, match=r"holds a run with policy_kwargs.rim_kwargs.k_active=4, not 5"):
+        run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
+    assert compare_main([str(config_path), "--dry-run"]) == 2
+    assert "policy_kwargs.rim_kwargs.k_active=4, not 5: the grid's configuration changed" in capsys.readouterr().err
+    saved["agent"] = "ppo"
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ValueError, match=r"holds a run with agent='ppo', not 'rim'"):
+        run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("policy_kwargs.rim_kwargs.k_active=9", "k_active must be an integer in 1..num_units=6, got 9"),
+    ("learning_rate=-1", "Invalid learning rate: -1.0"),
+    ("policy_kwargs.rim_kwargs.foo=1", "unknown rim_kwargs ['foo']"),
+])
+def test_bad_nested_values_fail_the_dry_run_and_the_grid_before_anything_is_written(tmp_path, capsys, bad, message):
+    config_path = tiny_grid(tmp_path, timesteps=64, agents=("rim",))
+    data = yaml.safe_load(config_path.read_text())
+    data["agents"]["rim"]["hp"].append(bad)
+    config_path.write_text(yaml.safe_dump(data))
+    assert compare_main([str(config_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: MinAtar/Breakout rim s0: {message}") and "Traceback" not in "".join(err)
+    assert compare_main([str(config_path), "--no-progress"]) == 2
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
 def test_games_option_trains_only_the_named_games(tmp_path, capsys):

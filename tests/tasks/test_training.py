@@ -235,3 +235,13 @@ def test_report_labels_name_the_effective_core_sizes():
     assert _settings({"task": "copying", "model": "lstm", "core": {"hidden_size": 600}})["core.hidden_size"] == 600
     rim = _settings({"task": "copying", "model": "rim", "core": {"unit_size": 100}})
     assert rim["core.unit_size"] == 100 and rim["core.num_units"] == 6 and "core.hidden_size" not in rim
+
+
+def test_resume_loads_its_checkpoint_weights_only(tmp_path, monkeypatch):
+    """A checkpoint the project writes holds tensors and plain values: resuming never unpickles code."""
+    train(_config(), tmp_path, progress=False, log=lambda m: None)
+    calls, real_load = [], torch.load
+    monkeypatch.setattr(training_module.torch, "load",
+                        lambda *args, **kwargs: calls.append(kwargs.get("weights_only")) or real_load(*args, **kwargs))
+    rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
+    assert calls == [True] and [r["step"] for r in rows] == [3, 6, 9]
