@@ -11,7 +11,6 @@ that loads, and first drops what the killed run logged after it (evaluation rows
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import sys
 import time

@@ -166,11 +166,16 @@ def identity_differences(saved: dict[str, Any], wanted: dict[str, Any], ignore: 
     :param ignore: dotted keys not compared (``"hyperparameters.n_timesteps"``: a run may be extended)
     """
     old, new = _flatten(identity(saved)), _flatten(identity(wanted))
+    absent = object()
+
+    def show(value: Any) -> str:
+        return "(absent)" if value is absent else repr(value)
+
     out = []
     for key in sorted(set(old) | set(new), key=lambda k: (k.startswith("hyperparameters."), k)):
-        if key not in ignore and old.get(key, "<absent>") != new.get(key, "<absent>"):
-            out.append(f"{key.removeprefix('hyperparameters.')}={old.get(key, '<absent>')!r}, "
-                       f"not {new.get(key, '<absent>')!r}")
+        before, after = old.get(key, absent), new.get(key, absent)
+        if key not in ignore and before != after:
+            out.append(f"{key.removeprefix('hyperparameters.')}={show(before)}, not {show(after)}")
     return out
 
 

@@ -9,7 +9,6 @@ import contextlib
 import csv
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rims_rl.rl.training import train
 from rims_rl.utils.run_dir import LOCK_FILE, try_lock
 
-from .test_train_ppo import ROOT, TINY, cli
+from .test_train_ppo import TINY, cli
 
 GAME = "MinAtar/Breakout"
 

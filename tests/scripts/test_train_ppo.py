@@ -82,7 +82,7 @@ def test_killed_run_resumes_with_continuous_steps(tmp_path):
     run = tmp_path / "killed"
     args = [sys.executable, str(ROOT / "scripts" / "train_ppo.py"), "--env", "MinAtar/Breakout", "--n-envs", "2",
             "--total-timesteps", "100000", "--run-dir", str(run), "--no-progress", "--hp", *TINY,
-            "checkpoint_freq=64", "eval_freq=0"]
+            "checkpoint_freq=64", "eval_freq=64"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((run / "checkpoints").glob("model_*_steps.zip"))) < 2:
@@ -104,6 +104,9 @@ def test_killed_run_resumes_with_continuous_steps(tmp_path):
     assert len(folders) == 1  # the same TensorBoard run
     steps = [e.step for e in acc.Scalars("time/fps")]
     assert steps == sorted(steps) and steps[-1] == total and min(steps) < last  # one continuous counter
+    assert len(steps) == len(set(steps))  # each step once: what the killed run logged after `last` is hidden
+    evaluated = [int(r["timesteps"]) for r in csv.DictReader(open(run / "evaluations.csv"))]
+    assert evaluated == sorted(set(evaluated)) and evaluated[-1] == total  # and dropped from the evaluations
 
 
 @pytest.mark.parametrize(
