@@ -46,6 +46,24 @@ class CoreConfig:
             raise ValueError(f"model must be one of {list(MODELS)}, got {self.model!r}")
 
 
+def drop_parameters_absent_from(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Remove the RIM query biases that a checkpoint lacks, so that it loads as the model it was saved from.
+
+    Runs started before RIMs had a query bias (``RIMCell(query_bias=True)``, now the default) resume with
+    the bias-free query they were trained with; call this before building the optimizer.
+
+    :param model: a task model
+    :param state_dict: the checkpoint's model state
+    :return: the names of the removed parameters
+    """
+    removed = []
+    for name, module in model.named_modules():
+        if name.endswith("input_attention.query") and module.bias is not None and f"{name}.bias" not in state_dict:
+            module.register_parameter("bias", None)
+            removed.append(f"{name}.bias")
+    return removed
+
+
 class RecurrentCore(nn.Module):
     """A RIM, ``nn.LSTM`` or ``nn.GRU`` behind one interface (time-major).
 

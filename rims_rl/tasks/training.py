@@ -26,7 +26,7 @@ from ..utils.run_dir import LOCK_FILE, RunDir, atomic_torch_save, atomic_write_t
 from .balls import BallsTask
 from .copying import CopyingTask
 from .mnist import MnistTask
-from .models import MODELS
+from .models import MODELS, drop_parameters_absent_from
 from .task import SupervisedTask, build_dataclass
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -215,11 +215,13 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
     model = task.make_model().to(device)  # and the core's sizes
     stack.enter_context(RunDir(run_dir).lock())  # creates the folder, probed for writing
     atomic_write_text(_json(config.to_dict()), config_path)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None  # tensors, plain values
+    if ckpt is not None:
+        drop_parameters_absent_from(model, ckpt["model"])  # before the optimizer sees the parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     data_gen = torch.Generator().manual_seed(config.seed)
     step, rows, elapsed, running = 0, [], 0.0, None
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # written here: tensors, plain values
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the parameters' device
         data_gen.set_state(ckpt["data_rng"])

@@ -107,3 +107,21 @@ def test_small_copying_model_learns_to_copy_within_a_minute(model):
     with torch.no_grad():
         m = copying_metrics(net(inputs)[0], targets, mask)
     assert m["symbol_acc"] > 0.95 and m["ce"] < 0.2, m
+
+
+def test_checkpoint_without_query_bias_resumes_as_it_was_trained():
+    """A RIM checkpoint saved before the query bias existed loads strictly into a model built today, with
+    the same parameters (and so the same optimizer layout) and the same outputs."""
+    from rims_rl.tasks.models import CoreConfig, CopyingModel, drop_parameters_absent_from
+
+    torch.manual_seed(0)
+    old = CopyingModel(10, CoreConfig(unit_size=8, rim_kwargs=dict(query_bias=False))).eval()
+    new = CopyingModel(10, CoreConfig(unit_size=8)).eval()
+    assert len(list(new.parameters())) == len(list(old.parameters())) + 1
+    removed = drop_parameters_absent_from(new, old.state_dict())
+    assert removed == ["core.rnn.layers.0.input_attention.query.bias"]
+    new.load_state_dict(old.state_dict())  # strict
+    assert [p.shape for p in new.parameters()] == [p.shape for p in old.parameters()]
+    tokens = torch.randint(0, 10, (7, 3))
+    assert torch.equal(new(tokens)[0], old(tokens)[0])
+    assert drop_parameters_absent_from(old, old.state_dict()) == []
