@@ -16,7 +16,9 @@ from noisy positions); HigherLower on request. POPGym's discrete observations ar
 **Training** is sb3-contrib's memory benchmark (its ``tests/test_lstm.py``) for every agent and task: 8 envs
 under VecNormalize (observations normalised where they are continuous, rewards everywhere), n_steps 128,
 batch 256, 10 epochs, learning rate 7e-4, GAE lambda 0.98, max grad norm 1, policy ``net_arch=dict(vf=[64],
-pi=[])``, ``lstm_hidden_size=64``, ``ortho_init=False``; ``--timesteps`` (default 100k) per cell. Agents:
+pi=[])``, ``lstm_hidden_size=64``, ``ortho_init=False``; ``--timesteps`` per cell (default 100k: the smallest
+budget measured where the LSTM agent beats the feedforward floor on RepeatPreviousEasy, see
+``results/memory/README.md``). Agents:
 
 - ``rim``: ``RimPPO("MlpRimPolicy")`` with its defaults: a RIM core of 6 mechanisms of 64 // 6 = 10 units,
   5 active, 4 input heads, input values 4 x 10, one core for actor and critic trained by both losses,

@@ -139,7 +139,7 @@ MEMORY_TASKS: dict[str, MemoryTask] = {t.name: t for t in (
     _task("RepeatFirstEasy", "recall", 1.0, -0.497, "output the suit of the episode's first card"),
     _task("CountRecallEasy", "counting", 1.0, -0.929, "how often has the queried colour been dealt so far"),
     _task("AutoencodeEasy", "sequence", 1.0, -0.494, "watch a deck, then output it in reverse order"),
-    _task("NoisyPositionOnlyCartPoleEasy", "control", 1.0, 0.112, "CartPole, positions with noise (sigma 0.1) only, 200 steps"),
+    _task("NoisyPositionOnlyCartPoleEasy", "control", 1.0, 0.112, "CartPole, noisy positions (sigma 0.1) only, 200 steps"),
     _task("HigherLowerEasy", "counting", 1.0, 0.0, "guess whether the next card is higher or lower (counting helps)"),
 )}
 
