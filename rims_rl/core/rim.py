@@ -101,7 +101,7 @@ class RIMCell(nn.Module):
             if use_communication
             else None
         )
-        self._compiled_step: Callable | None = None
+        self._compiled_loop: Callable | None = None
 
     @property
     def output_size(self) -> int:
@@ -119,10 +119,14 @@ class RIMCell(nn.Module):
         shape = (batch_size, self.num_units, self.hidden_size)
         return tuple(torch.zeros(shape, device=device or p.device, dtype=p.dtype) for _ in range(self.num_states))
 
-    def compile_step(self, **compile_kwargs) -> "RIMCell":
-        """Run the per-step computation under ``torch.compile`` (an option: roughly halves small-batch
-        cost on a CPU after 10-30 s of compilation). Returns ``self``."""
-        self._compiled_step = torch.compile(self._step, **compile_kwargs)
+    def compile_sequence(self, **compile_kwargs) -> "RIMCell":
+        """Run :meth:`sequence` under ``torch.compile``: the precomputation and the whole time loop,
+        unrolled, become one graph for the forward and one for the backward, with no Python overhead per
+        step (on a CPU, about 3-6x faster at small batches). One graph per sequence length T (and
+        dropout on or off); the first call of each compiles (about a minute on a CPU, seconds once
+        inductor's on-disk cache holds it). Episode starts multiply the state at every step instead of
+        branching. ``compile_kwargs`` go to ``torch.compile``. Returns ``self``."""
+        self._compiled_loop = torch.compile(self._loop, fullgraph=True, **compile_kwargs)
         return self
 
     # ------------------------------------------------------------------ input checks
@@ -241,22 +245,41 @@ class RIMCell(nn.Module):
         t, b = xs.shape[:2]
         state = self.initial_state(b, xs.device) if state is None else self._check_state(state, b)
         state = tuple(s.transpose(0, 1) for s in state)  # [U, B, H]
+        keep = reset_at = None
         if episode_starts is not None:
             if tuple(episode_starts.shape) != (t, b):
                 raise ValueError(f"episode_starts must be [T, B] = {(t, b)}, got {tuple(episode_starts.shape)}")
-            keep = (1.0 - episode_starts.to(xs.dtype)).view(t, 1, b, 1).unbind(0)
+            keep = (1.0 - episode_starts.to(xs.dtype)).view(t, 1, b, 1)
             reset_at = episode_starts.bool().any(1).tolist()
-        step = self._compiled_step or self._step
+        if self._compiled_loop is not None:  # keep multiplies every step: no data-dependent branch
+            keep = torch.ones(t, 1, b, 1, dtype=xs.dtype, device=xs.device) if keep is None else keep
+            h, state, active = self._compiled_loop(xs, state, keep)
+        else:
+            h, state, active = self._loop(xs, state, keep, reset_at)
+        h = h.transpose(1, 2)  # [T, U, B, H] -> [T, B, U, H]
+        return h, tuple(s.transpose(0, 1) for s in state), active.transpose(1, 2)
+
+    def _loop(self, xs: torch.Tensor, state: State, keep: torch.Tensor | None,
+              reset_at: list[bool] | None = None) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """The time loop: precomputation, then one step per time step.
+
+        :param xs: [T, B, N, D]
+        :param state: tensors [U, B, H]
+        :param keep: [T, 1, B, 1], 0 where an episode starts (the state is multiplied by it before the
+            step), or ``None``
+        :param reset_at: per step, whether any row starts an episode there (the eager path skips the
+            multiplication elsewhere); ``None``: multiply at every step
+        :return: hidden states [T, U, B, H], the final state, active mask [T, U, B]
+        """
         pre = self._precompute(xs)
         hs, actives = [], []
         for i, step_in in enumerate(pre["steps"]):
-            if episode_starts is not None and reset_at[i]:
+            if keep is not None and (reset_at is None or reset_at[i]):
                 state = tuple(s * keep[i] for s in state)
-            state, active = step(pre, step_in, state)
+            state, active = self._step(pre, step_in, state)
             hs.append(state[0])
             actives.append(active)
-        h = torch.stack(hs).transpose(1, 2)  # [T, U, B, H] -> [T, B, U, H]
-        return h, tuple(s.transpose(0, 1) for s in state), torch.stack(actives).transpose(1, 2)
+        return torch.stack(hs), state, torch.stack(actives)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State, torch.Tensor]:
         """One step.
@@ -316,10 +339,10 @@ class RIM(nn.Module):
         """Zero state: a tuple of ``num_states`` tensors [L, B, U, H]."""
         return tuple(torch.stack(s) for s in zip(*(layer.initial_state(batch_size, device) for layer in self.layers)))
 
-    def compile_step(self, **compile_kwargs) -> "RIM":
-        """Compile every layer's step with ``torch.compile`` (see :meth:`RIMCell.compile_step`)."""
+    def compile_sequence(self, **compile_kwargs) -> "RIM":
+        """Compile every layer's time loop with ``torch.compile`` (see :meth:`RIMCell.compile_sequence`)."""
         for layer in self.layers:
-            layer.compile_step(**compile_kwargs)
+            layer.compile_sequence(**compile_kwargs)
         return self
 
     def forward(

@@ -271,3 +271,31 @@ def test_bad_inputs_raise_clear_errors():
         rim(torch.randn(3, 2, 7), state=(torch.zeros(2, 6, 5),) * 2)
     with pytest.raises(ValueError, match=r"input must be \[B, D\] or \[B, N, D\]"):
         rim.layers[0](torch.randn(7))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell_type, n, heads", [("lstm", 1, 4)])  # the RL path; ~1 min of compilation
+def test_compiled_sequence_equals_eager(cell_type, n, heads):
+    """``compile_sequence`` (the whole loop under torch.compile, resets by multiplication) gives the eager
+    outputs, active sets, states and gradients, episode starts included (checked here also for GRU cells
+    with 3 input elements)."""
+    torch.manual_seed(0)
+    kw = dict(input_dropout=0.0, comm_dropout=0.0, num_input_heads=heads, input_key_size=4, comm_key_size=4,
+              comm_value_size=4, num_comm_heads=2)
+    eager = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
+    compiled = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_sequence()
+    xs = torch.randn(4, 2, n, 5) if n > 1 else torch.randn(4, 2, 5)
+    starts = torch.tensor([[0, 0], [1, 0], [0, 0], [0, 1]], dtype=torch.float32)
+    state = tuple(torch.randn(1, 2, 4, 3) for _ in range(eager.num_states))
+    results = []
+    for rim in (eager, compiled):
+        out, final, active = rim(xs, state, starts)
+        (out.sum() + sum(s.sum() for s in final)).backward()
+        results.append((out, final, active, [p.grad.clone() for p in rim.parameters()]))
+    (o1, s1, a1, g1), (o2, s2, a2, g2) = results
+    assert torch.equal(a1, a2)
+    torch.testing.assert_close(o1, o2)
+    for x, y in zip(s1 + tuple(g1), s2 + tuple(g2)):
+        torch.testing.assert_close(x, y)

@@ -221,3 +221,12 @@ def test_state_dict_holds_only_tensors_and_survives_save_load(tmp_path):
     assert state.keys() == loaded.keys() and all(torch.equal(state[k], loaded[k]) for k in state)
     averaged = {k: (v + loaded[k]) / 2 for k, v in state.items()}  # weight averaging works on every entry
     model.policy.load_state_dict(averaged)
+
+
+@pytest.mark.parametrize("compile_core, expected", [(None, False), (True, True), (False, False)])
+def test_rimppo_compiles_the_rim_loop_unless_switched_off(compile_core, expected):
+    """On by default outside the tests (``RIMS_RL_COMPILE`` unset); the tests' conftest sets it to 0."""
+    env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)
+    model = RimPPO("MlpRimPolicy", env, n_steps=16, batch_size=16, policy_kwargs=TINY_POLICY, compile_core=compile_core)
+    assert model.compile_core == expected
+    assert (model.policy.lstm_actor.rim.layers[0]._compiled_loop is not None) == expected
