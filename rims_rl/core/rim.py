@@ -170,7 +170,8 @@ class RIMCell(nn.Module):
             else:  # heads x more FLOPs that way: mix the heads' values per step, then one grouped matmul
                 d = vx  # [T, B, heads, V]
             bias = att.value.bias.view(heads, -1)  # V_h(0) [heads, V]
-            pre["bv"] = bias
+            if self.training and att.dropout.p > 0:  # W_u V_h(0) / heads, the null values' gate terms [U, heads, G*H]
+                pre["null_gates"] = torch.einsum("hv,uvg->uhg", bias, cell.w_ih) / heads
             c = torch.einsum("v,uvg->ug", bias.mean(0), cell.w_ih).unsqueeze(1) + cell.b_ih  # [U, 1, G*H]
             if cell.num_states == 2:  # LSTM: input and hidden gates are summed, so c joins the hidden bias
                 hb, pre["c_in"] = hb + c, None
@@ -195,21 +196,21 @@ class RIMCell(nn.Module):
         proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # queries and hidden gates, [U, B, heads*K + G*H]
         q_size = att.num_heads * att.key_size
         q, gh = proj.split([q_size, proj.shape[-1] - q_size], dim=-1)
-        if "bv" in pre:
+        if "c_in" in pre:  # one input element: the fast path
             # gate input = W_u sum_h [p_h V_h(x) + (1 - p_h) V_h(0)] / heads + b = W_u sum_h p_h Wv_h x / heads + c
             kx, d = step_in
             heads = att.num_heads
             p = (q.unflatten(-1, (heads, att.key_size)) * kx).sum(-1).sigmoid()  # on the element, [U, B, heads]
             active = select_active(p.sum(-1) if heads > 1 else p[..., 0], self.k_active, largest=True)
             c_in = pre["c_in"]  # c where it is not already in the hidden bias (GRU), else None
-            if self.training and att.dropout.p > 0:  # dropped-out p and 1 - p no longer sum to 1
+            if "null_gates" in pre:  # dropout: px and p0 no longer sum to 1, so the null values' terms
+                # sum_h (px_h + p0_h - 1) W_u V_h(0) / heads join c
                 px, p0 = att.dropout(p), att.dropout(1.0 - p)
-                mixed = torch.einsum("ubh,hv->ubv", px + p0 - 1.0, pre["bv"])  # the null values' extra weight
                 if heads == 1:
-                    gi = torch.baddbmm(px * d, mixed, cell.w_ih)
+                    gx = px * d
                 else:
-                    gi = torch.bmm(torch.einsum("ubh,bhv->ubv", px, d) + mixed, cell.w_ih)
-                gi = gi / heads
+                    gx = torch.bmm(torch.einsum("ubh,bhv->ubv", px / heads, d), cell.w_ih)
+                gi = torch.baddbmm(gx, px + p0 - 1.0, pre["null_gates"])
             elif heads == 1 and c_in is None:  # LSTM: add p * d straight to the hidden gates
                 gi, gh = None, torch.addcmul(gh, p, d)
             elif heads == 1:
