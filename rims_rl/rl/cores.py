@@ -85,6 +85,16 @@ def orthogonal_init_(core: nn.Module) -> nn.Module:
     return core
 
 
+def torch_default_init_(core: nn.Module) -> nn.Module:
+    """PyTorch's own initialisation of each module, left as built: ``nn.LSTM`` and the RIM's grouped cells
+    uniform in ``±1/sqrt(hidden size)`` (as ``nn.LSTMCell``), the attention projections as ``nn.Linear``."""
+    return core
+
+
+#: ``core_init`` schemes: each is applied to both cores of a comparison alike
+CORE_INITS = {"orthogonal": orthogonal_init_, "torch": torch_default_init_}
+
+
 def lstm_size_matching(parameters: int, input_size: int, num_layers: int = 1) -> int:
     """The hidden size S of an ``nn.LSTM`` on ``input_size`` features with about ``parameters`` parameters:
     the largest S with ``4 (S·F + S² + 2S) + (L - 1)·4 (2S² + 2S) <= parameters``.
@@ -106,8 +116,8 @@ class RimCore(nn.Module):
     """A :class:`~rims_rl.core.RIM` behind sb3-contrib's LSTM interface.
 
     ``num_layers`` and ``hidden_size`` are what sb3-contrib reads to size states (``hidden_size`` is the
-    flat state size S = U*H, not the size of one mechanism: that is ``unit_size``). Initialised by
-    :func:`orthogonal_init_`, the scheme of the LSTM core too.
+    flat state size S = U*H, not the size of one mechanism: that is ``unit_size``). The policy
+    initialises both cores by one scheme (``CORE_INITS``).
 
     :param input_size: flat features size F = N*D from the features extractor
     :param num_elements: N, the number of input elements the features hold (``[.., N*D]`` is viewed as
@@ -128,7 +138,6 @@ class RimCore(nn.Module):
         self.input_size, self.num_elements = input_size, num_elements
         self.num_layers, self.num_units, self.unit_size = self.rim.num_layers, self.rim.num_units, self.rim.hidden_size
         self.hidden_size = self.num_units * self.unit_size
-        orthogonal_init_(self)
         self.last_active: torch.Tensor | None = None
 
     @property
@@ -160,8 +169,8 @@ class RimCore(nn.Module):
 class LstmCore(nn.LSTM):
     """An ``nn.LSTM`` (the baseline core, DESIGN §5) that resets states at episode starts inside a sequence.
 
-    Runs one fused ``nn.LSTM`` call per stretch of steps without a reset. Initialised by
-    :func:`orthogonal_init_`, the scheme of the RIM core too.
+    Runs one fused ``nn.LSTM`` call per stretch of steps without a reset. The policy initialises both
+    cores by one scheme (``CORE_INITS``).
 
     :param input_size: features size F
     :param hidden_size: LSTM hidden size S
@@ -178,7 +187,6 @@ class LstmCore(nn.LSTM):
         if unknown:
             raise ValueError(f"lstm_kwargs accepts only 'bias' and 'dropout' (time-major, one direction), got {unknown}")
         super().__init__(input_size, hidden_size, num_layers=num_layers, **lstm_kwargs)
-        orthogonal_init_(self)
         self.last_active: torch.Tensor | None = None
 
     @property

@@ -19,7 +19,7 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import Schedule
 
-from .cores import LstmCore, RimCore, lstm_size_matching, resolve_rim_kwargs
+from .cores import CORE_INITS, LstmCore, RimCore, lstm_size_matching, resolve_rim_kwargs
 from .extractors import SpatialNatureCNN
 
 CORES = ("rim", "lstm")
@@ -107,8 +107,10 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
     :param action_space: action space
     :param lr_schedule: learning rate schedule
     :param core: ``"rim"`` (default) or ``"lstm"``: an ``nn.LSTM`` of ``lstm_hidden_size`` instead, the
-        baseline of the Atari comparison trained by the same code (DESIGN §5). Both cores are initialised
-        by the same scheme (:func:`~rims_rl.rl.cores.orthogonal_init_`: orthogonal weights, zero biases)
+        baseline of the Atari comparison trained by the same code (DESIGN §5)
+    :param core_init: the initialisation scheme of the core, the same for both core kinds:
+        ``"orthogonal"`` (default; :func:`~rims_rl.rl.cores.orthogonal_init_`: orthogonal weight
+        matrices, zero biases, CleanRL's LSTM scheme) or ``"torch"`` (each module's PyTorch default)
     :param rim_kwargs: RIM arguments, e.g. ``dict(num_units=6, k_active=5, hidden_size=43, cell="lstm")``;
         defaults are the paper's RL setting (6 mechanisms, 5 active, 4 input heads, no dropout, input
         values 4 x ``hidden_size``) and ``hidden_size = lstm_hidden_size // num_units``. Allowed keys:
@@ -155,10 +157,13 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         enable_critic_lstm: bool | None = None,
         shared_critic_grad: bool | None = None,
         truncate_bptt: int | None = None,
+        core_init: str = "orthogonal",
         **kwargs,
     ):
         if core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {core!r}")
+        if core_init not in CORE_INITS:
+            raise ValueError(f"core_init must be one of {sorted(CORE_INITS)}, got {core_init!r}")
         if input_elements not in INPUT_ELEMENTS:
             raise ValueError(f"input_elements must be one of {INPUT_ELEMENTS}, got {input_elements!r}")
         match_rim = lstm_hidden_size == MATCH_RIM
@@ -181,6 +186,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
                                  "features_extractor_class with a num_elements attribute")
             kwargs["features_extractor_class"] = self.default_extractors[input_elements]
         self.core_kind, self.input_elements, self.shared_critic_grad = core, input_elements, shared_critic_grad
+        self.core_init = core_init
         self.truncate_bptt = truncate_bptt
         if match_rim:  # size the LSTM from the RIM it matches, on the features this policy will have
             extractor = kwargs["features_extractor_class"](observation_space, **(kwargs.get("features_extractor_kwargs") or {}))
@@ -239,7 +245,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         else:
             core = LstmCore(self.features_dim, self._lstm_hidden_size, self._n_lstm_layers, **self.core_lstm_kwargs)
         core.truncate_bptt = self.truncate_bptt  # read by _process_sequence, a static method in sb3-contrib
-        return core
+        return CORE_INITS[self.core_init](core)
 
     @staticmethod
     def _process_sequence(
@@ -312,6 +318,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             enable_critic_lstm=self.enable_critic_lstm,
             shared_critic_grad=self.shared_critic_grad,
             truncate_bptt=self.truncate_bptt,
+            core_init=self.core_init,
             share_features_extractor=self.share_features_extractor,
         )
         return data
