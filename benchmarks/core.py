@@ -1,12 +1,21 @@
 """Speed of the RIM core against its LSTM baselines, measured in one run (medians and ratios).
 
-Run: ``python benchmarks/core.py [--repeats 7] [--compile]``
+Run: ``python benchmarks/core.py [--repeats 7] [--threads 2] [--compile]``
 
-(a) throughput: RIM 6 units x 85, k=4, LSTM cells, [T=128, B=64, D=512] vs ``nn.LSTM(512, 510)``;
-(b) latency (a PPO minibatch of few env sequences): RIM 6 x 16, [T=128, B=2, D=64] vs a Python loop
-    of ``nn.LSTMCell(64, 96)``; with ``--compile`` also the RIM step under ``torch.compile``;
-(c) one forward step of RIMCell at B=8 (the acting path), against one ``nn.LSTMCell`` step.
-All timings are forward + backward (except (c)), threads pinned to 2, RL setting (no dropout).
+Forward + backward unless stated; every case in its default configuration where one exists:
+
+(a) throughput: ``RIM(512, 85, 6, k=4)`` with the core's defaults (1 input head, values 4 x 85, dropout
+    0.1, training mode) and without dropout, on [T=128, B=64, D=512], against ``nn.LSTM(512, 510)``;
+(b) latency (a PPO minibatch of two whole env rollouts): RIM 6 x 16, k=4, [T=128, B=2, D=64], with
+    dropout 0.1 (core default) and without, against a Python loop of ``nn.LSTMCell(64, 96)``;
+(c) a ``RimPPO`` training chunk: RIM 6 x 16, k=5, the paper's RL setting (4 input heads, no dropout),
+    [T=16, B=16, D=64], against the fused ``nn.LSTM(64, 96)`` the LSTM agent runs;
+(d) acting: one forward step at B=8, no grad, RL setting, ``RIMCell`` 6 x 85 against ``nn.LSTMCell(512, 510)``.
+
+With ``--compile``, (c) and (d) also time ``compile_sequence()`` (the whole loop under ``torch.compile``,
+which ``RimPPO`` uses by default); compilation time is printed apart (inductor caches it on disk, so
+a second run compiles in seconds). The loop is unrolled, so compiling T=128 (case b) takes too long to
+be worth it. On a CUDA machine the same cases run on the GPU too.
 """
 
 from __future__ import annotations
@@ -18,18 +27,20 @@ import time
 import torch
 from torch import nn
 
-from rims_rl import RIM, RIMCell
+from rims_rl import RIM
 
-RL = dict(input_dropout=0.0, comm_dropout=0.0)
+RL = dict(input_dropout=0.0, comm_dropout=0.0, num_input_heads=4)
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
+def median_time(fn, repeats: int, warmup: int = 2, sync=lambda: None) -> float:
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -55,54 +66,103 @@ def lstm_cell_loop(cell: nn.LSTMCell):
     return f
 
 
+def compiled_copy(rim: RIM) -> RIM:
+    """A copy of ``rim`` (same weights and mode) with ``compile_sequence()``; it compiles on its first call."""
+    other = RIM(rim.input_size, rim.hidden_size, rim.num_units, rim.k_active, num_layers=rim.num_layers,
+                **_cell_kwargs(rim)).to(next(rim.parameters()).device)
+    other.load_state_dict(rim.state_dict())
+    other.train(rim.training)
+    return other.compile_sequence()
+
+
+def _cell_kwargs(rim: RIM) -> dict:
+    cell = rim.layers[0]
+    att, comm = cell.input_attention, cell.communication
+    return dict(cell=cell.cell_type, input_key_size=att.key_size, input_value_size=att.value_size,
+                num_input_heads=att.num_heads, input_dropout=att.dropout.p, comm_key_size=comm.key_size,
+                comm_value_size=comm.value_size, num_comm_heads=comm.num_heads, comm_dropout=comm.dropout.p)
+
+
+def first_call_seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_cases(device: torch.device, repeats: int, compile_too: bool) -> None:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    timed = lambda fn, n=repeats: median_time(fn, n, sync=sync)  # noqa: E731
+    print(f"--- {device}")
+
+    # (a) throughput
+    xs = torch.randn(128, 64, 512, device=device)
+    lstm = nn.LSTM(512, 510).to(device)
+    t_lstm = timed(fwd_bwd(lambda x: lstm(x)[0], xs))
+    for label, kw in (("core defaults (dropout 0.1)", {}), ("no dropout", dict(input_dropout=0.0, comm_dropout=0.0))):
+        rim = RIM(512, 85, num_units=6, k_active=4, **kw).to(device)
+        t_rim = timed(fwd_bwd(lambda x: rim(x)[0], xs))
+        print(f"(a) T=128 B=64 D=512, RIM 6x85 k=4 {label}: {t_rim * 1e3:.0f} ms; nn.LSTM(512, 510) "
+              f"{t_lstm * 1e3:.0f} ms; ratio {t_rim / t_lstm:.2f}x (bar <= 1.5x)")
+
+    # (b) latency, with and without dropout
+    xs = torch.randn(128, 2, 64, device=device)
+    cell = nn.LSTMCell(64, 96).to(device)
+    t_cell = timed(fwd_bwd(lstm_cell_loop(cell), xs))
+    base = None
+    for label, kw in (("no dropout", dict(input_dropout=0.0, comm_dropout=0.0)), ("dropout 0.1", {})):
+        rim = RIM(64, 16, num_units=6, k_active=4, **kw).to(device)
+        t_rim = timed(fwd_bwd(lambda x: rim(x)[0], xs))
+        base = base or t_rim
+        print(f"(b) T=128 B=2 D=64, RIM 6x16 {label}, eager: {t_rim * 1e3:.1f} ms; LSTMCell(64, 96) loop "
+              f"{t_cell * 1e3:.1f} ms; ratio {t_rim / t_cell:.2f}x (bar <= 2.5x); vs no dropout {t_rim / base:.2f}x "
+              f"(bar <= 1.3x)")
+
+    # (c) a RimPPO training chunk
+    xs = torch.randn(16, 16, 64, device=device)
+    rim = RIM(64, 16, num_units=6, k_active=5, **RL).to(device)
+    lstm = nn.LSTM(64, 96).to(device)
+    t_lstm = timed(fwd_bwd(lambda x: lstm(x)[0], xs), repeats * 5)
+    t_rim = timed(fwd_bwd(lambda x: rim(x)[0], xs), repeats * 5)
+    print(f"(c) T=16 B=16 D=64, RIM 6x16 k=5 RL setting, eager: {t_rim * 1e3:.2f} ms; nn.LSTM(64, 96) "
+          f"{t_lstm * 1e3:.2f} ms; ratio {t_rim / t_lstm:.1f}x (bar <= 5x)")
+    if compile_too:
+        crim = compiled_copy(rim)
+        t_first = first_call_seconds(fwd_bwd(lambda x: crim(x)[0], xs))
+        t_c = timed(fwd_bwd(lambda x: crim(x)[0], xs), repeats * 5)
+        print(f"    compiled (RimPPO's default): {t_c * 1e3:.2f} ms, ratio {t_c / t_lstm:.1f}x "
+              f"(first call {t_first:.0f} s)")
+
+    # (d) acting
+    x = torch.randn(1, 8, 512, device=device)
+    rim = RIM(512, 85, num_units=6, k_active=5, **RL).to(device).eval()
+    state = tuple(s + 0.1 for s in rim.initial_state(8, device))
+    lcell = nn.LSTMCell(512, 510).to(device)
+    hl = (torch.zeros(8, 510, device=device), torch.zeros(8, 510, device=device))
+    n = max(repeats, 50) * 4
+    with torch.no_grad():
+        t_step = timed(lambda: rim(x, state), n)
+        t_lstep = timed(lambda: lcell(x[0], hl), n)
+        print(f"(d) one acting step B=8 D=512, RIM 6x85 RL setting, eager: {t_step * 1e6:.0f} us; "
+              f"LSTMCell(512, 510) {t_lstep * 1e6:.0f} us; ratio {t_step / t_lstep:.1f}x")
+        if compile_too:
+            crim = compiled_copy(rim)
+            t_first = first_call_seconds(lambda: crim(x, state))
+            t_c = timed(lambda: crim(x, state), n)
+            print(f"    compiled: {t_c * 1e6:.0f} us, ratio {t_c / t_lstep:.1f}x (first call {t_first:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="also time the RIM step under torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also time compile_sequence() (RimPPO's default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    # (a) throughput
-    xs = torch.randn(128, 64, 512)
-    rim = RIM(512, 85, num_units=6, k_active=4, **RL)
-    lstm = nn.LSTM(512, 510)
-    t_rim = median_time(fwd_bwd(lambda x: rim(x)[0], xs), args.repeats)
-    t_lstm = median_time(fwd_bwd(lambda x: lstm(x)[0], xs), args.repeats)
-    print(f"(a) throughput T=128 B=64 D=512: RIM 6x85 k=4 {t_rim * 1e3:.0f} ms, nn.LSTM(512, 510) "
-          f"{t_lstm * 1e3:.0f} ms, ratio {t_rim / t_lstm:.2f}x (bar <= 2x)")
-
-    # (b) latency
-    xs = torch.randn(128, 2, 64)
-    rim = RIM(64, 16, num_units=6, k_active=4, **RL)
-    cell = nn.LSTMCell(64, 96)
-    t_rim = median_time(fwd_bwd(lambda x: rim(x)[0], xs), args.repeats)
-    t_cell = median_time(fwd_bwd(lstm_cell_loop(cell), xs), args.repeats)
-    print(f"(b) latency T=128 B=2 D=64: RIM 6x16 eager {t_rim * 1e3:.1f} ms ({t_rim / 128 * 1e3:.2f} ms/step), "
-          f"LSTMCell(64, 96) loop {t_cell * 1e3:.1f} ms, ratio {t_rim / t_cell:.2f}x (bar <= 3x)")
-    if args.compile:
-        crim = RIM(64, 16, num_units=6, k_active=4, **RL)
-        crim.load_state_dict(rim.state_dict())
-        crim.compile_step()
-        t0 = time.perf_counter()
-        fwd_bwd(lambda x: crim(x)[0], xs)()
-        t_compile = time.perf_counter() - t0
-        t_c = median_time(fwd_bwd(lambda x: crim(x)[0], xs), args.repeats)
-        print(f"    compiled step: {t_c * 1e3:.1f} ms ({t_c / 128 * 1e3:.2f} ms/step), ratio {t_c / t_cell:.2f}x "
-              f"(first call incl. compilation {t_compile:.0f} s)")
-
-    # (c) acting path: one forward step at B=8, no grad
-    rcell = RIMCell(512, 85, num_units=6, k_active=4, **RL).eval()
-    x, state = torch.randn(8, 512), rcell.initial_state(8)
-    lcell = nn.LSTMCell(512, 510)
-    hl = (torch.zeros(8, 510), torch.zeros(8, 510))
-    with torch.no_grad():
-        t_step = median_time(lambda: rcell(x, state), max(args.repeats, 50) * 4)
-        t_lstep = median_time(lambda: lcell(x, hl), max(args.repeats, 50) * 4)
-    print(f"(c) one forward step B=8 D=512: RIMCell 6x85 {t_step * 1e6:.0f} us, LSTMCell(512, 510) "
-          f"{t_lstep * 1e6:.0f} us, ratio {t_step / t_lstep:.1f}x")
+    run_cases(torch.device("cpu"), args.repeats, args.compile)
+    if torch.cuda.is_available():
+        run_cases(torch.device("cuda"), args.repeats, args.compile)
 
 
 if __name__ == "__main__":

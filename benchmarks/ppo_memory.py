@@ -21,7 +21,7 @@ budget measured where the LSTM agent beats the feedforward floor on RepeatPrevio
 ``results/memory/README.md``). Agents:
 
 - ``rim``: ``RimPPO("MlpRimPolicy")`` with its defaults: a RIM core of 6 mechanisms of 64 // 6 = 10 units,
-  5 active, 4 input heads, input values 4 x 10, one core for actor and critic trained by both losses,
+  5 active, 4 input heads, input values 4 x 10, a critic core of its own (as the actor's),
   chunks of 16 steps;
 - ``lstm``: the same trainer and defaults with ``core="lstm"`` (an ``nn.LSTM`` of 64);
 - ``contrib``: sb3-contrib's ``RecurrentPPO("MlpLstmPolicy")`` exactly as its benchmark runs it (a separate
@@ -30,8 +30,8 @@ budget measured where the LSTM agent beats the feedforward floor on RepeatPrevio
 
 **Variants** (ablations): ``--variant LABEL=JSON`` adds an agent ``LABEL``: the ``rim`` agent (or ``"base":
 "lstm"``) with ``"policy_kwargs"`` and ``"rim_kwargs"`` merged into its policy arguments and any other key
-passed to ``RimPPO`` (``learning_rate``, ``sequence_length``, ...), e.g. ``critic-sep='{"policy_kwargs":
-{"enable_critic_lstm": true}}'``, ``k4='{"rim_kwargs": {"k_active": 4}}'``, ``L32='{"sequence_length": 32}'``.
+passed to ``RimPPO`` (``learning_rate``, ``sequence_length``, ...), e.g. ``shared='{"policy_kwargs":
+{"shared_lstm": true}}'`` (one core for both heads), ``k4='{"rim_kwargs": {"k_active": 4}}'``, ``L32='{"sequence_length": 32}'``.
 A variant is its own agent in the cell files and the report, never averaged with ``rim``.
 
 **Cells**: each (task, agent, seed) trains alone, then is evaluated on ``--eval-episodes`` episodes

@@ -73,7 +73,7 @@ def test_cell_trains_rimppo_on_popgym_then_a_rerun_skips_it(suite, tmp_path, mon
     record = json.loads(path.read_text())
     assert record["trained_steps"] == 1024 and record["eval_episodes"] == 4 and np.isfinite(record["eval_mean"])
     config = record["config"]
-    assert (config["shared_lstm"], config["enable_critic_lstm"], config["shared_critic_grad"]) == (True, False, True)
+    assert (config["shared_lstm"], config["enable_critic_lstm"], config["shared_critic_grad"]) == (False, True, False)  # the default critic core
     assert config["rim_kwargs"]["num_units"] == 6 and record["parameter_counts"]["core"] > 0
 
     def must_not_run(*args, **kwargs):

@@ -122,24 +122,24 @@ def test_sequence_length_none_means_whole_rollouts():
     assert firsts == [1.0, 1.0]  # each chunk is an env's rollout from its very first step
 
 
-SEPARATE = dict(enable_critic_lstm=True)  # the default is one shared core (both losses train it)
+SHARED = dict(shared_lstm=True)  # one core for both heads, trained by both losses; the default is a critic core
 
 
 @pytest.mark.parametrize(
     "algo, cell, sharing",
-    [(RimPPO, "lstm", SEPARATE), (RimPPO, "gru", SEPARATE), (RecurrentPPO, "lstm", SEPARATE),
-     (RecurrentPPO, "gru", {}), (RimPPO, "lstm", {})],
+    [(RimPPO, "lstm", {}), (RimPPO, "gru", {}), (RecurrentPPO, "lstm", {}), (RecurrentPPO, "gru", SHARED),
+     (RimPPO, "lstm", SHARED)],
 )
 def test_one_update_reaches_every_rim_parameter(algo, cell, sharing):
-    """After one PPO update every parameter of the RIM cores (actor and critic, or the shared default one)
-    has a non-zero gradient and has changed (the authors' Atari code fails this: its heads read the CNN
-    features, not the RIM)."""
+    """After one PPO update every parameter of the RIM cores (actor and critic by default, or the shared
+    one) has a non-zero gradient and has changed (the authors' Atari code fails this: its heads read the
+    CNN features, not the RIM)."""
     model = make_model("discrete-vector", algo=algo, batch_size=N_STEPS * N_ENVS,
                        policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, cell=cell), **sharing})
     collect(model)
     cores = {"actor": model.policy.lstm_actor, "critic": model.policy.lstm_critic}
     cores = {c: core for c, core in cores.items() if core is not None}
-    assert len(cores) == (2 if sharing else 1)
+    assert len(cores) == (1 if sharing else 2)
     before = {(c, n): p.detach().clone() for c, core in cores.items() for n, p in core.named_parameters()}
     assert len(before) == len(cores) * len(list(model.policy.lstm_actor.parameters())) >= 10
     model.train()

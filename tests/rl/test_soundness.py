@@ -69,7 +69,8 @@ def test_every_preset_gives_a_value_that_reads_the_recurrent_state(agent, kind):
         obs = torch.as_tensor(np.stack([env.observation_space.sample() for _ in range(3)])).float()
     finally:
         env.close()
-    assert model.policy.shared_lstm and model.policy.shared_critic_grad and model.policy.lstm_critic is None
+    assert not model.policy.shared_lstm and model.policy.lstm_critic is not None
+    assert type(model.policy.lstm_critic) is type(model.policy.lstm_actor)
     assert_value_reads_the_recurrent_state(model.policy, obs)
 
 
@@ -79,14 +80,14 @@ def test_default_policy_gives_a_value_that_reads_the_recurrent_state(algo, core)
     env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)
     kwargs = {} if core == "rim" else dict(core="lstm", lstm_hidden_size=16)
     model = algo(MlpRimPolicy, env, n_steps=16, batch_size=16, policy_kwargs=kwargs)
-    assert model.policy.shared_lstm and model.policy.shared_critic_grad
+    assert not model.policy.shared_lstm and model.policy.enable_critic_lstm  # a critic core of its own
     assert_value_reads_the_recurrent_state(model.policy, torch.randn(4, 3))
 
 
-def test_separate_critic_core_reads_its_state_and_memoryless_critic_warns():
-    separate = MlpRimPolicy(box(3), spaces.Discrete(2), lr, enable_critic_lstm=True, **TINY_POLICY)
-    assert isinstance(separate.lstm_critic, RimCore) and not separate.shared_lstm
-    assert_value_reads_the_recurrent_state(separate, torch.randn(4, 3))
+def test_shared_core_reads_its_state_and_memoryless_critic_warns():
+    shared = MlpRimPolicy(box(3), spaces.Discrete(2), lr, shared_lstm=True, **TINY_POLICY)
+    assert shared.lstm_critic is None and shared.shared_critic_grad  # both losses train the shared core
+    assert_value_reads_the_recurrent_state(shared, torch.randn(4, 3))
     with pytest.warns(UserWarning, match="the critic is memoryless"):
         memoryless = MlpRimPolicy(box(3), spaces.Discrete(2), lr, enable_critic_lstm=False, **TINY_POLICY)
     with torch.no_grad():
@@ -117,10 +118,12 @@ def test_both_cores_are_initialised_by_the_same_scheme():
 
 def test_presets_substance_and_parameter_counts():
     """The paper's RL setting (6 mechanisms, 5 active, 4 input heads, no dropout, values 4 x H), the same
-    critic configuration in both agents, state sizes within 5 %; parameter counts by part."""
+    critic configuration in both agents (a critic core of its own), state sizes within 5 %; parameter
+    counts by part."""
     for kind in ("minatar", "atari"):
         rim, lstm = load_agent("rim", kind), load_agent("lstm", kind)
         rk = rim.policy_kwargs["rim_kwargs"]
+        assert rim.policy_kwargs["enable_critic_lstm"] is True and rim.policy_kwargs["shared_lstm"] is False
         assert (rk["num_units"], rk["k_active"], rk["cell"]) == (6, 5, "lstm") and "input_value_size" not in rk
         core_keys = {"core", "rim_kwargs", "lstm_hidden_size"}
         assert {k: v for k, v in rim.policy_kwargs.items() if k not in core_keys} == \
@@ -137,7 +140,7 @@ def test_presets_substance_and_parameter_counts():
     assert cell.input_attention.num_heads == 4 and cell.input_attention.value_size == 4 * 22
     assert cell.input_attention.dropout.p == 0 and cell.communication.dropout.p == 0
     counts = parameter_counts(model.policy)
-    assert counts["core"] == sum(p.numel() for p in model.policy.lstm_actor.parameters())
+    assert counts["core"] == 2 * sum(p.numel() for p in model.policy.lstm_actor.parameters())  # actor and critic
     assert counts["core"] + counts["features_extractor"] + counts["heads"] == counts["total"] == \
         sum(p.numel() for p in model.policy.parameters())
 
@@ -182,6 +185,7 @@ def test_no_mechanism_is_left_out_forever_at_episode_starts():
     over many episode starts every mechanism is left out at least once."""
     policy = MlpRimPolicy(box(3), spaces.Discrete(2), lr, **TINY_POLICY)
     obs = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (256, 3)).astype(np.float32))
+    assert not policy.shared_lstm
     with torch.no_grad():
         policy.forward(obs, random_states(policy, 256, 0), torch.ones(256))
     active = policy.last_active[0]  # [B, U], the step right after the reset
