@@ -115,7 +115,10 @@ def parse_variant(text: str) -> AgentSpec:
         raise ValueError(f"--variant must be LABEL=JSON, got {text!r}")
     if label in AGENTS:
         raise ValueError(f"--variant label {label!r} is a default agent's; allowed: any other name")
-    spec = json.loads(body or "{}")
+    try:
+        spec = json.loads(body or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--variant {label}: not JSON ({error.msg} at character {error.pos}): {body!r}") from None
     if not isinstance(spec, dict):
         raise ValueError(f"--variant {label}: the JSON must be an object, got {body!r}")
     base = spec.pop("base", "rim")
@@ -411,4 +414,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # bad input: one line, not a traceback
+        sys.exit(f"{Path(sys.argv[0]).name}: {error}")
