@@ -45,6 +45,8 @@ class Run:
     :param trained_steps: env steps reached so far according to ``timing.json`` (0 without it)
     :param config_id: short hash of the resolved configuration without the seed
         (:func:`~rims_rl.utils.run_dir.config_id`); runs of one label are grouped only when it is equal
+    :param parameters: the policy's parameter counts by part (``config.yaml``'s ``parameters``; ``None`` for
+        runs made before they were recorded)
     """
 
     path: Path
@@ -61,6 +63,7 @@ class Run:
     steps_per_s: float | None = None
     trained_steps: int = 0
     config_id: str = ""
+    parameters: dict | None = None
 
     @property
     def steps(self) -> int:
@@ -120,7 +123,8 @@ def read_run(run_dir: Path) -> Run:
                agent=config["agent"], seed=int(config["seed"]), target_steps=int(config["hyperparameters"]["n_timesteps"]),
                timesteps=timesteps, scores=scores, finished=RunDir(run_dir).status() == "finished",
                wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None,
-               trained_steps=int(segments[-1]["end_step"]) if segments else 0, config_id=config_id(config))
+               trained_steps=int(segments[-1]["end_step"]) if segments else 0, config_id=config_id(config),
+               parameters=config.get("parameters"))
 
 
 def collect_runs(runs_dir: str | Path) -> list[Run]:

@@ -49,6 +49,17 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
               "(e.g. at 900k, 950k, 1M steps and the end), *best* its best single evaluation. "
               "Mean ± std over seeds.", ""]
 
+    counted = {}  # label -> parameter counts of its first run that recorded them
+    for r in runs:
+        if r.parameters and r.label not in counted:
+            counted[r.label] = (r.env, r.parameters)
+    if counted:
+        lines += ["## Parameters", "", "Of each agent's policy (one game's run; recurrent cores of actor and critic together).", "",
+                  "| agent | game | recurrent cores | features extractor | heads | total |", "|---|---|---|---|---|---|"]
+        for label, (env, p) in sorted(counted.items()):
+            lines.append(f"| {label} | {env} | {p['core']:,} | {p['features_extractor']:,} | {p['heads']:,} | {p['total']:,} |")
+        lines.append("")
+
     lines += ["## Per game", "",
               "| game | agent | runs | env steps | final score | best evaluation | random | human | steps/s | hours/run |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -157,3 +157,17 @@ def test_runs_whose_configurations_differ_are_never_averaged(tmp_path):
     assert sorted(len(rs) for rs in by_label.values()) == [1, 1, 1] and "lstm" in by_label
     rims = [label for label in by_label if label.startswith("rim [")]
     assert len(rims) == 2 and {by_label[label][0].seed for label in rims} == {0, 1}
+
+
+def test_report_prints_each_agents_parameter_counts(runs_dir, tmp_path):
+    import yaml
+
+    counts = {"rim": dict(core=564_416, features_extractor=100, heads=10, total=564_526),
+              "lstm": dict(core=132_096, features_extractor=100, heads=10, total=132_206)}
+    for agent, p in counts.items():
+        path = runs_dir / "MinAtar-Breakout" / f"{agent}-s0" / "config.yaml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "parameters": p}))
+    write_report(runs_dir, tmp_path / "out", "synthetic", "rim", "lstm", reps=50, refs=REFS)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| rim | MinAtar/Breakout | 564,416 | 100 | 10 | 564,526 |" in summary
+    assert "| lstm | MinAtar/Breakout | 132,096 | 100 | 10 | 132,206 |" in summary
