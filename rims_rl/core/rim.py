@@ -122,11 +122,13 @@ class RIMCell(nn.Module):
     def compile_sequence(self, **compile_kwargs) -> "RIMCell":
         """Run :meth:`sequence` under ``torch.compile``: the precomputation and the whole time loop,
         unrolled, become one graph for the forward and one for the backward, with no Python overhead per
-        step (on a CPU, about 3-6x faster at small batches). One graph per sequence length T (and
-        dropout on or off); the first call of each compiles (about a minute on a CPU, seconds once
-        inductor's on-disk cache holds it). Episode starts multiply the state at every step instead of
-        branching. ``compile_kwargs`` go to ``torch.compile``. Returns ``self``."""
-        self._compiled_loop = torch.compile(self._loop, fullgraph=True, **compile_kwargs)
+        step (on a CPU, about 2-6x faster at small batches). One graph per sequence length T, input and
+        state shape (and dropout on or off); the first call of each compiles (about a minute on a CPU,
+        seconds once inductor's on-disk cache holds it). Episode starts multiply the state at every step
+        instead of branching. ``compile_kwargs`` go to ``torch.compile`` (default ``fullgraph=False``: past
+        dynamo's recompile limit, e.g. many configurations in one process, the loop runs eagerly instead
+        of failing). Returns ``self``."""
+        self._compiled_loop = torch.compile(self._loop, **{"fullgraph": False, **compile_kwargs})
         return self
 
     # ------------------------------------------------------------------ input checks

@@ -285,7 +285,7 @@ def test_compiled_sequence_equals_eager(cell_type, n, heads):
     eager = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
     compiled = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile_sequence()
+    compiled.compile_sequence(fullgraph=True)  # no graph break anywhere in the loop
     xs = torch.randn(4, 2, n, 5) if n > 1 else torch.randn(4, 2, 5)
     starts = torch.tensor([[0, 0], [1, 0], [0, 0], [0, 1]], dtype=torch.float32)
     state = tuple(torch.randn(1, 2, 4, 3) for _ in range(eager.num_states))
