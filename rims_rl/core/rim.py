@@ -80,9 +80,9 @@ class RIMCell(nn.Module):
         query_bias: bool = True,
     ):
         super().__init__()
-        if input_value_size is None:
-            input_value_size = 4 * hidden_size if isinstance(hidden_size, int) else hidden_size
         _check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
+        if input_value_size is None:  # the paper's rule
+            input_value_size = 4 * hidden_size
         if not (isinstance(k_active, int) and 1 <= k_active <= num_units):
             raise ValueError(f"k_active must be an integer in 1..num_units={num_units}, got {k_active!r}")
         if cell not in CELLS:
