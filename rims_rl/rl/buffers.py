@@ -101,7 +101,7 @@ class _MechanismStateChunks:
     def _chunk_starts(self, array: np.ndarray) -> torch.Tensor:
         """The stored state at each chunk's first step: ``[n_steps, n_envs, *state_shape]`` ->
         ``[n_envs * J, L, U*H]``, rows ordered as in :meth:`_chunk`."""
-        starts = array[:: self.sequence_length].swapaxes(0, 1)  # [n_envs, n_steps / T, *state_shape]
+        starts = array[:: self.sequence_length].swapaxes(0, 1)  # [n_envs, J, *state_shape]
         layers = 1 if len(self.state_shape) == 2 else self.state_shape[0]
         return self.to_torch(np.ascontiguousarray(starts).reshape(-1, layers, self.state_shape[-2] * self.state_shape[-1]))
 
