@@ -6,13 +6,15 @@
 # (6 x 100, k=4; 8,000 steps, resumable anywhere: `train_supervised.py --resume DIR [--device cpu]`).
 # Every run stops at the deadline at the latest (its last checkpoint kept) and is packed into
 # $OUT/<run>.tgz; unpack into results/supervised/runs/.
-# Usage (repository root, MNIST IDX files in $MNIST_DIR): bash results/supervised/gpu_runs.sh SECONDS
-# Session 6 ran `MNIST_DIR=/work/shared/data/mnist bash results/supervised/gpu_runs.sh 480` (the data copied
-# there so that the runs' config.json names the same folder as the CPU runs'); it set 1,000 steps, and the
-# deadline cut the RIM MNIST runs at step 800 and copying at 2,250. A second call on the same machine resumed
-# them for 230 s (`timeout -s INT 230 python3 scripts/train_supervised.py --resume DIR --device cuda
-# --threads 2`): MNIST to 1,000, copying to 3,500; copying went on on the CPU (run_queue.sh).
+# Usage (MNIST IDX files in $MNIST_DIR): bash scripts/supervised/gpu_runs.sh SECONDS
+# Session 6 ran it (then in results/supervised/) with 480 s and MNIST_DIR set to the same absolute folder as
+# on the CPU machine (the data copied there, so that every run's config.json names one folder); it set 1,000
+# steps, and the deadline cut the RIM MNIST runs at step 800 and copying at 2,250. A second call on the same
+# machine resumed them for 230 s (`timeout -s INT 230 python3 scripts/train_supervised.py --resume DIR
+# --device cuda --threads 2`): MNIST to 1,000, copying to 3,500; copying went on on the CPU
+# (scripts/supervised/run_queue.sh).
 set -u
+cd "$(dirname "$0")/../.."  # the repository root (this script is in scripts/supervised/)
 BUDGET=${1:?usage: gpu_runs.sh SECONDS}
 START=$(date +%s)
 OUT=${OUT:-/tmp/gpu_out}

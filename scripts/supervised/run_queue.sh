@@ -5,13 +5,14 @@
 # unfinished run and skips finished ones. A run locks its directory while it trains, so a second copy of
 # this script (a second worker) skips the run the first is training and takes the next one.
 # Launch from the repository root (once per worker):
-#   setsid nohup nice -n 15 bash results/supervised/run_queue.sh >> results/logs/queue.log 2>&1 &
+#   setsid nohup nice -n 15 bash scripts/supervised/run_queue.sh >> results/logs/queue.log 2>&1 &
 # then: python -m rims_rl.tasks.report --runs results/supervised/runs --out results/supervised
+# MNIST runs need the MNIST IDX files: set MNIST_DIR to their folder and pass $M (see README.md, "Supervised tasks").
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.."  # the repository root (this script is in scripts/supervised/)
 . .venv/bin/activate
 T="python scripts/train_supervised.py --threads 1 --no-progress"
-M="--data-dir ${MNIST_DIR:-../shared/data/mnist}"
+M=${MNIST_DIR:+--data-dir $MNIST_DIR}
 R=results/supervised/runs
 finished() {  # the run's last evaluation is at its final step
   python -c "import json, sys; d = sys.argv[1]; c = json.load(open(d + '/config.json')); m = json.load(open(d + '/metrics.json'))
@@ -29,7 +30,7 @@ run() {
 run copying-rim-cosine-s0  --task copying --model rim  --seed 0 --lr-schedule cosine
 run copying-lstm-cosine-s0 --task copying --model lstm --seed 0 --lr-schedule cosine
 # Session 6: mechanisms of the paper's size (6 x 100 = the authors' --nhid 600; its first 3,500 steps ran on a
-# lent GPU, see gpu_runs.sh) and the LSTM of the same size, then the rest
+# lent GPU, see scripts/supervised/gpu_runs.sh) and the LSTM of the same size, then the rest
 run copying-rim-cosine-u100-s0 --task copying --model rim --seed 0 --lr-schedule cosine --core unit_size=100
 run copying-lstm-cosine-h600-s0 --task copying --model lstm --seed 0 --lr-schedule cosine --core hidden_size=600
 for s in 1 2; do  # ~3 h (RIM) and ~2 h (LSTM) each on one core here; ~20 min of a GPU for the RIM

@@ -1,6 +1,6 @@
 """Which RIM mechanisms are active in each phase of the copying task, for a trained run.
 
-    python results/supervised/mechanism_activity.py results/supervised/runs/copying-rim-cosine-u100-s0 [--gap 200]
+    python scripts/supervised/mechanism_activity.py results/supervised/runs/copying-rim-cosine-u100-s0 [--gap 200]
 
 Loads the run's checkpoint (kept locally, not committed), feeds 128 fresh test sequences (seed 5) and
 prints, per mechanism, the fraction of (step, sequence) pairs in which it is among the k active ones while
