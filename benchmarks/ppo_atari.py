@@ -6,7 +6,7 @@ Agents, all with the Atari PPO hyperparameters of ``agents/`` (8 envs, 128 steps
 
 - ``rim``: RIM-PPO as ``scripts/train_ppo.py`` runs it (``RimPPO``, ``CnnRimPolicy``, the project's
   env path: ale_py's C++ vector env);
-- ``lstm``: the same trainer with the LSTM core (the comparison's baseline, DESIGN §5);
+- ``lstm``: the same trainer with the LSTM core (the comparison's baseline, docs/design.md §5);
 - ``contrib``: plain sb3-contrib ``RecurrentPPO("CnnLstmPolicy")`` (its defaults: a 256-unit LSTM for
   the actor and another for the critic) on SB3's ``make_atari_env`` (``DummyVecEnv``), frame stack 1.
 

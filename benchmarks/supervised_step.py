@@ -1,7 +1,7 @@
 """Seconds per training step of the supervised tasks (the loop of ``scripts/train_supervised.py``:
 sample a batch, loss, backward, clip, Adam), median over repeats, RIM against LSTM in one run.
 
-Run: ``python benchmarks/supervised_step.py --task mnist --data-dir ../shared/data/mnist [--device cuda]
+Run: ``python benchmarks/supervised_step.py --task mnist --data-dir PATH/TO/MNIST [--device cuda]
 [--batch-size 64] [--core unit_size=64] [--repeats 10] [--models rim,lstm]``
 
 Prints one line per model (median s/step, steps/s) and the RIM/LSTM ratio. Used to size GPU runs:

@@ -1,7 +1,7 @@
 """Train a RIM, LSTM or GRU on one of the paper's supervised sequence tasks.
 
     python scripts/train_supervised.py --task copying --model rim --seed 0 --run-dir runs/copying-rim-s0
-    python scripts/train_supervised.py --task mnist --model lstm --data-dir ../shared/data/mnist
+    python scripts/train_supervised.py --task mnist --model lstm --data-dir PATH/TO/MNIST
     python scripts/train_supervised.py --resume runs/copying-rim-s0      # continue a killed run
 
 Task options and core sizes: ``--opt KEY=VALUE`` (e.g. ``--opt train_gap=50``) and

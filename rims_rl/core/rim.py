@@ -6,7 +6,7 @@ Shapes: T time, B batch, U mechanisms, N input elements, D input size, H hidden 
 The public state is a tuple of ``[B, U, H]`` tensors, ``(h, c)`` for LSTM cells and ``(h,)`` for GRU
 cells; inside the time loop the mechanism axis goes first, ``[U, B, H]``, for batched matmuls.
 
-Speed (see DESIGN §2): everything that does not depend on the state is computed for all T steps
+Speed (see docs/design.md §2): everything that does not depend on the state is computed for all T steps
 before the loop. With a single input element the input attention is a 2-way softmax between the
 element and the null element, so the gate input of mechanism u is
 ``W_u·(Σ_h p_h V_h(x) + (1 - p_h) V_h(0)) / heads + b_u``: the products ``W_u V_h(x)`` are one big matmul
@@ -154,7 +154,7 @@ class RIMCell(nn.Module):
 
         :param xs: [T, B, N, D]
         :return: a dict of weights for the loop and ``steps``, the per-step input terms (from ``unbind``
-            over T: never index a sequence tensor per step, DESIGN §2)
+            over T: never index a sequence tensor per step, docs/design.md §2)
         """
         att, cell, comm = self.input_attention, self.cell, self.communication
         heads, u, q_size = att.num_heads, self.num_units, att.num_heads * att.key_size

@@ -167,7 +167,7 @@ class RimCore(nn.Module):
 
 
 class LstmCore(nn.LSTM):
-    """An ``nn.LSTM`` (the baseline core, DESIGN §5) that resets states at episode starts inside a sequence.
+    """An ``nn.LSTM`` (the baseline core, docs/design.md §5) that resets states at episode starts inside a sequence.
 
     Runs one fused ``nn.LSTM`` call per stretch of steps without a reset. The policy initialises both
     cores by one scheme (``CORE_INITS``).

@@ -105,7 +105,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
     :param action_space: action space
     :param lr_schedule: learning rate schedule
     :param core: ``"rim"`` (default) or ``"lstm"``: an ``nn.LSTM`` of ``lstm_hidden_size`` instead, the
-        baseline of the Atari comparison trained by the same code (DESIGN §5)
+        baseline of the Atari comparison trained by the same code (docs/design.md §5)
     :param core_init: the initialisation scheme of the core, the same for both core kinds:
         ``"orthogonal"`` (default; :func:`~rims_rl.rl.cores.orthogonal_init_`: orthogonal weight
         matrices, zero biases, CleanRL's LSTM scheme) or ``"torch"`` (each module's PyTorch default)

@@ -1,4 +1,4 @@
-"""A slow, literal reference of one RIM step (DESIGN §1), with Python loops over mechanisms.
+"""A slow, literal reference of one RIM step (docs/design.md §1), with Python loops over mechanisms.
 
 It shares only the parameters with ``RIMCell``; everything else (the null element, the per-mechanism
 queries, the competition, the cells via ``torch.lstm_cell``/``torch.gru_cell``, communication) is

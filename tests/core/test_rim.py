@@ -1,4 +1,4 @@
-"""Behaviour of RIMCell and RIM: the semantics of DESIGN §1 and the pitfalls of public versions."""
+"""Behaviour of RIMCell and RIM: the semantics of docs/design.md §1 and the pitfalls of public versions (§6)."""
 
 import pytest
 import torch
