@@ -329,6 +329,9 @@ def _learn(run: RunDir, model: BaseAlgorithm, config: AgentConfig, eval_env: Vec
     if progress:
         run_callbacks.append(ProgressCallback(config.n_timesteps, evaluator))
     run_callbacks += callbacks
+    if getattr(model, "compile_core", False) and getattr(model.policy, "core_kind", None) == "rim":
+        log("compiling the RIM loop in the first rollout and update (about a minute on a CPU, seconds once "
+            "cached; RIMS_RL_COMPILE=0 turns it off)")
     try:
         model.learn(config.n_timesteps - step, callback=CallbackList(run_callbacks), reset_num_timesteps=not resumed,
                     tb_log_name=algo.__name__)
