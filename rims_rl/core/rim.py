@@ -16,6 +16,7 @@ and each step only scales them by the attention ``p``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -256,7 +257,13 @@ class RIMCell(nn.Module):
             reset_at = episode_starts.bool().any(1).tolist()
         if self._compiled_loop is not None:  # keep multiplies every step: no data-dependent branch
             keep = torch.ones(t, 1, b, 1, dtype=xs.dtype, device=xs.device) if keep is None else keep
-            h, state, active = self._compiled_loop(xs, state, keep)
+            try:
+                h, state, active = self._compiled_loop(xs, state, keep)
+            except Exception as error:  # e.g. no C++ compiler for inductor: eager from now on (a real bug raises again)
+                warnings.warn(f"compile_sequence failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
+                              "the RIM runs eagerly", stacklevel=2)
+                self._compiled_loop = None
+                h, state, active = self._loop(xs, state, keep, reset_at)
         else:
             h, state, active = self._loop(xs, state, keep, reset_at)
         h = h.transpose(1, 2)  # [T, U, B, H] -> [T, B, U, H]

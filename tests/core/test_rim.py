@@ -299,3 +299,18 @@ def test_compiled_sequence_equals_eager(cell_type, n, heads):
     torch.testing.assert_close(o1, o2)
     for x, y in zip(s1 + tuple(g1), s2 + tuple(g2)):
         torch.testing.assert_close(x, y)
+
+
+def test_a_failing_compilation_falls_back_to_eager():
+    """Where torch.compile cannot run (no C++ compiler, say), the RIM warns once and runs eagerly."""
+    rim = RIM(5, 3, num_units=4, k_active=2)
+    xs = torch.randn(3, 2, 5)
+    expected = rim.eval()(xs)[0]
+
+    def broken(*args):
+        raise RuntimeError("no compiler\nmore detail")
+
+    rim.layers[0]._compiled_loop = broken
+    with pytest.warns(UserWarning, match=r"compile_sequence failed \(RuntimeError: no compiler\); the RIM runs eagerly"):
+        out = rim(xs)[0]
+    assert torch.equal(out, expected) and rim.layers[0]._compiled_loop is None
