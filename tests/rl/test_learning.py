@@ -13,7 +13,6 @@ from stable_baselines3.common.vec_env import VecNormalize
 from rims_rl import RimPPO
 from rims_rl.rl import CartPoleNoVelEnv, CueRecallEnv
 
-CUE_RIM = dict(hidden_size=8, input_key_size=16, input_value_size=16, comm_key_size=8, comm_value_size=8, num_comm_heads=2)
 CUE_PPO = dict(n_steps=32, batch_size=128, n_epochs=4, learning_rate=3e-3, gamma=0.9, seed=0)
 CUE_STEPS = 12_288
 
@@ -23,10 +22,12 @@ def cue_env(seed: int):
 
 
 def test_rimppo_learns_cue_recall_that_feedforward_ppo_cannot():
-    """Cue recall (2 cues, 3 blank steps): remembering gets 1, guessing 0.5. RimPPO with MlpRimPolicy
-    (6 mechanisms, 5 active) gets >= 0.9 in 12k steps; feedforward PPO, same settings, stays below 0.7."""
+    """Cue recall (2 cues, 3 blank steps): remembering gets 1, guessing 0.5. RimPPO with MlpRimPolicy and
+    its defaults (6 mechanisms of 48 // 6 = 8 units, 5 active, 4 input heads, a critic core of its own;
+    only the size is given) gets >= 0.9 in 12k steps (seeds 0-2 measured 1.0); feedforward PPO, same
+    settings, stays below 0.7."""
     rim = RimPPO("MlpRimPolicy", cue_env(0), sequence_length=8,
-                 policy_kwargs=dict(rim_kwargs=CUE_RIM, net_arch=dict(pi=[], vf=[16])), **CUE_PPO)
+                 policy_kwargs=dict(lstm_hidden_size=48, net_arch=dict(pi=[], vf=[16])), **CUE_PPO)
     rim.learn(CUE_STEPS)
     rim_return, _ = evaluate_policy(rim, cue_env(100), n_eval_episodes=100)
     ff = PPO("MlpPolicy", cue_env(0), policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])), **CUE_PPO)
