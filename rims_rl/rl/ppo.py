@@ -17,6 +17,8 @@ from .policies import CnnRimPolicy, MlpRimPolicy, MultiInputRimPolicy, RimActorC
 
 #: environment variable: ``0`` turns ``RimPPO``'s default ``compile_core`` off
 COMPILE_ENV = "RIMS_RL_COMPILE"
+#: the longest training chunk ``RimPPO`` compiles by default
+MAX_COMPILED_CHUNK = 32
 
 
 class RimPPO(RecurrentPPO):
@@ -45,8 +47,10 @@ class RimPPO(RecurrentPPO):
     :param compile_core: run the RIM's time loop under ``torch.compile`` (``RIMCell.compile_sequence``):
         one graph per chunk length for training and one for acting, several times faster per step on a
         CPU once compiled (the first rollout and update pay the compilation, about a minute per graph
-        on a CPU, seconds from inductor's on-disk cache). ``None`` (default): on, unless the environment
-        variable ``RIMS_RL_COMPILE`` is ``0`` (the test suite sets it). The LSTM core is already fused.
+        on a CPU, seconds from inductor's on-disk cache). ``None`` (default): on for chunks of at most
+        ``MAX_COMPILED_CHUNK`` steps (the loop is unrolled: a 128-step graph takes many minutes to compile),
+        unless the environment variable ``RIMS_RL_COMPILE`` is ``0`` (the test suite sets it). The LSTM
+        core is already fused.
     :param args: positional arguments of ``RecurrentPPO`` after ``env`` (``learning_rate``, ``n_steps``...)
     :param kwargs: keyword arguments of ``RecurrentPPO``
     """
@@ -60,7 +64,7 @@ class RimPPO(RecurrentPPO):
     def __init__(self, policy: str | type[RimActorCriticPolicy], env: Any, *args, sequence_length: int | None = 16,
                  compile_core: bool | None = None, **kwargs):
         self.sequence_length = sequence_length
-        self.compile_core = os.environ.get(COMPILE_ENV, "1") != "0" if compile_core is None else bool(compile_core)
+        self.compile_core = compile_core
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -71,6 +75,8 @@ class RimPPO(RecurrentPPO):
         if self.batch_size is not None and self.batch_size % length:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of sequence_length={length}")
         super()._setup_model()
+        if self.compile_core is None:
+            self.compile_core = os.environ.get(COMPILE_ENV, "1") != "0" and length <= MAX_COMPILED_CHUNK
         if self.compile_core and self.policy.core_kind == "rim":
             for core in (self.policy.lstm_actor, self.policy.lstm_critic):
                 if core is not None:

@@ -227,10 +227,14 @@ def test_state_dict_holds_only_tensors_and_survives_save_load(tmp_path):
     model.policy.load_state_dict(averaged)
 
 
-@pytest.mark.parametrize("compile_core, expected", [(None, False), (True, True), (False, False)])
-def test_rimppo_compiles_the_rim_loop_unless_switched_off(compile_core, expected):
-    """On by default outside the tests (``RIMS_RL_COMPILE`` unset); the tests' conftest sets it to 0."""
+@pytest.mark.parametrize("compile_core, env_var, n_steps, expected", [
+    (None, "0", 16, False), (None, "1", 16, True), (None, "1", 64, False), (True, "0", 64, True), (False, "1", 16, False)])
+def test_rimppo_compiles_the_rim_loop_unless_switched_off(monkeypatch, compile_core, env_var, n_steps, expected):
+    """On by default for chunks of at most 32 steps (``sequence_length=None`` is the whole rollout here),
+    unless ``RIMS_RL_COMPILE=0`` (the tests' conftest sets it); ``compile_core`` decides when given."""
+    monkeypatch.setenv("RIMS_RL_COMPILE", env_var)
     env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)
-    model = RimPPO("MlpRimPolicy", env, n_steps=16, batch_size=16, policy_kwargs=TINY_POLICY, compile_core=compile_core)
+    model = RimPPO("MlpRimPolicy", env, n_steps=n_steps, batch_size=n_steps, sequence_length=None,
+                   policy_kwargs=TINY_POLICY, compile_core=compile_core)
     assert model.compile_core == expected
     assert (model.policy.lstm_actor.rim.layers[0]._compiled_loop is not None) == expected
