@@ -30,7 +30,7 @@ MATCH_RIM = "match_rim"
 DEFAULT_STATE_SIZE = 256
 
 
-def resolve_critic(shared_lstm: bool | None, enable_critic_lstm: bool | None,
+def resolve_critic(shared_lstm: bool, enable_critic_lstm: bool | None,
                    shared_critic_grad: bool | None) -> tuple[bool, bool, bool]:
     """The critic's configuration from what the user gave (``None`` = not given).
 
@@ -150,7 +150,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         lstm_hidden_size: int | str = 256,
         n_lstm_layers: int = 1,
         lstm_kwargs: dict[str, Any] | None = None,
-        shared_lstm: bool | None = None,
+        shared_lstm: bool = False,
         enable_critic_lstm: bool | None = None,
         shared_critic_grad: bool | None = None,
         truncate_bptt: int | None = None,
