@@ -55,6 +55,8 @@ def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int,
             raise ValueError(f"lstm_hidden_size={lstm_hidden_size} leaves no hidden units for num_units={units} "
                              "mechanisms: pass rim_kwargs['hidden_size']")
         out["hidden_size"] = lstm_hidden_size // units
+    if out.get("input_value_size") is None and isinstance(out["hidden_size"], int):
+        out["input_value_size"] = 4 * out["hidden_size"]  # the core's rule, written out for the saved config
     return out
 
 
