@@ -21,6 +21,7 @@ be worth it. On a CUDA machine the same cases run on the GPU too.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -68,19 +69,7 @@ def lstm_cell_loop(cell: nn.LSTMCell):
 
 def compiled_copy(rim: RIM) -> RIM:
     """A copy of ``rim`` (same weights and mode) with ``compile_sequence()``; it compiles on its first call."""
-    other = RIM(rim.input_size, rim.hidden_size, rim.num_units, rim.k_active, num_layers=rim.num_layers,
-                **_cell_kwargs(rim)).to(next(rim.parameters()).device)
-    other.load_state_dict(rim.state_dict())
-    other.train(rim.training)
-    return other.compile_sequence()
-
-
-def _cell_kwargs(rim: RIM) -> dict:
-    cell = rim.layers[0]
-    att, comm = cell.input_attention, cell.communication
-    return dict(cell=cell.cell_type, input_key_size=att.key_size, input_value_size=att.value_size,
-                num_input_heads=att.num_heads, input_dropout=att.dropout.p, comm_key_size=comm.key_size,
-                comm_value_size=comm.value_size, num_comm_heads=comm.num_heads, comm_dropout=comm.dropout.p)
+    return copy.deepcopy(rim).compile_sequence()
 
 
 def first_call_seconds(fn) -> float:

@@ -71,6 +71,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from rims_rl.rl import DEFAULT_MEMORY_TASKS, MEMORY_TASKS, RimPPO, make_memory_env
+from rims_rl.experiments.aggregate import interval_estimates
 from rims_rl.rl.policies import parameter_counts
 from rims_rl.utils import atomic_write_text, try_lock
 
@@ -262,25 +263,6 @@ def run_suite(tasks: list[str], agents: list[AgentSpec], seeds: list[int], times
 def load_cells(out: Path) -> list[dict]:
     """Every finished cell record under ``out/cells``."""
     return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/*.json"))]
-
-
-def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """IQM, median and mean with 95% stratified-bootstrap CIs (rliable), as ``experiments.aggregate`` does.
-
-    :param scores: per agent, normalised scores ``[runs, tasks]``
-    :return: ``{agent: {"IQM": (point, low, high), "median": ..., "mean": ...}}``
-    """
-    import warnings
-
-    from rliable import library as rly
-    from rliable import metrics
-
-    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
-    funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
-    point, interval = rly.get_interval_estimates(scores, lambda x: np.array([f(x) for f in funcs.values()]),
-                                                 reps=reps, random_state=np.random.RandomState(seed))
-    return {a: {name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
-                for i, name in enumerate(funcs)} for a in scores}
 
 
 def report(out: Path) -> str:

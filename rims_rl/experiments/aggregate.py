@@ -252,6 +252,27 @@ class Aggregate:
     method: dict[str, str]
 
 
+def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """IQM, median and mean with 95% stratified-bootstrap CIs (rliable, Agarwal et al. 2021).
+
+    :param scores: per agent, normalised scores ``[runs, tasks]``
+    :param reps: bootstrap replications
+    :param seed: seed of the bootstrap
+    :return: ``{agent: {"IQM": (point, low, high), "median": ..., "mean": ...}}``
+    """
+    import warnings
+
+    from rliable import library as rly
+    from rliable import metrics
+
+    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
+    funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
+    point, interval = rly.get_interval_estimates(scores, lambda x: np.array([f(x) for f in funcs.values()]),
+                                                 reps=reps, random_state=np.random.RandomState(seed))
+    return {a: {name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
+                for i, name in enumerate(funcs)} for a in scores}
+
+
 def aggregate(runs: list[Run], norms: dict[str, Normaliser], treatment: str | None = None,
               baseline: str | None = None, reps: int = 2000, seed: int = 0) -> list[Aggregate]:
     """IQM, median and mean of normalised final scores per suite, with 95% stratified-bootstrap CIs
@@ -287,12 +308,7 @@ def aggregate(runs: list[Run], norms: dict[str, Normaliser], treatment: str | No
         excluded = {g: f"{counts[g]} finished run(s) for some agent, {n} needed" for g in games if counts[g] < n}
         scores = {a: np.stack([norms[g]([r.final_score for r in grouped[g][a][:n]]) for g in included], axis=1)
                   for a in labels}  # [runs, games]
-        funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
-        point, interval = rly.get_interval_estimates(
-            scores, lambda x: np.array([f(x) for f in funcs.values()]), reps=reps,
-            random_state=np.random.RandomState(seed))
-        table = {a: {name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
-                     for i, name in enumerate(funcs)} for a in labels}
+        table = interval_estimates(scores, reps, seed)
         improvement = None
         if treatment in labels and baseline in labels and treatment != baseline:
             key = f"{treatment},{baseline}"
