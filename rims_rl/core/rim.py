@@ -28,6 +28,11 @@ from .group_cells import CELLS, _check_positive
 State = tuple[torch.Tensor, ...]
 
 
+def default_input_value_size(hidden_size: int) -> int:
+    """The paper's input value size for mechanisms of ``hidden_size`` units: 4x (its Table 3)."""
+    return 4 * hidden_size
+
+
 class RIMCell(nn.Module):
     """One step of a layer of Recurrent Independent Mechanisms.
 
@@ -82,8 +87,8 @@ class RIMCell(nn.Module):
     ):
         super().__init__()
         _check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
-        if input_value_size is None:  # the paper's rule
-            input_value_size = 4 * hidden_size
+        if input_value_size is None:
+            input_value_size = default_input_value_size(hidden_size)
         if not (isinstance(k_active, int) and 1 <= k_active <= num_units):
             raise ValueError(f"k_active must be an integer in 1..num_units={num_units}, got {k_active!r}")
         if cell not in CELLS:

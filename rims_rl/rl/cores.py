@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rims_rl.core import RIM, RIMCell
+from rims_rl.core.rim import default_input_value_size
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -56,7 +57,7 @@ def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int,
                              "mechanisms: pass rim_kwargs['hidden_size']")
         out["hidden_size"] = lstm_hidden_size // units
     if out.get("input_value_size") is None and isinstance(out["hidden_size"], int):
-        out["input_value_size"] = 4 * out["hidden_size"]  # the core's rule, written out for the saved config
+        out["input_value_size"] = default_input_value_size(out["hidden_size"])  # the core's rule, for the saved config
     return out
 
 
