@@ -122,6 +122,9 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         ``rim_kwargs`` on the same features (a parameter-matched baseline; the default matches state sizes)
     :param n_lstm_layers: layers of the LSTM core; the default ``num_layers`` of the RIM core
     :param lstm_kwargs: ``nn.LSTM`` arguments of the LSTM core (``bias``, ``dropout``)
+    :param critic_core: the kind of the critic's own core, ``"rim"`` or ``"lstm"``; ``None`` (default): the
+        same kind as ``core``. ``"lstm"`` with a RIM actor gives the critic an ``nn.LSTM`` of the actor's state
+        size U*H (the value needs memory, not the mechanisms; only the actor's core acts)
     :param shared_lstm: one core for both heads (default ``False``)
     :param enable_critic_lstm: a separate critic core; ``None`` (default): ``not shared_lstm``
     :param shared_critic_grad: with a shared core, let the value loss backpropagate into it too (one
@@ -155,10 +158,15 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         shared_critic_grad: bool | None = None,
         truncate_bptt: int | None = None,
         core_init: str = "orthogonal",
+        critic_core: str | None = None,
         **kwargs,
     ):
         if core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {core!r}")
+        if critic_core is not None and critic_core not in CORES:
+            raise ValueError(f"critic_core must be None or one of {CORES}, got {critic_core!r}")
+        if critic_core == "rim" and core != "rim":
+            raise ValueError(f"critic_core='rim' needs core='rim' (the RIM's configuration), got core={core!r}")
         if core_init not in CORE_INITS:
             raise ValueError(f"core_init must be one of {sorted(CORE_INITS)}, got {core_init!r}")
         if input_elements not in INPUT_ELEMENTS:
@@ -174,6 +182,9 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
                              f"{MATCH_RIM!r}), got core='lstm' with rim_kwargs={rim_kwargs}")
         shared_lstm, enable_critic_lstm, shared_critic_grad = resolve_critic(shared_lstm, enable_critic_lstm,
                                                                              shared_critic_grad)
+        if critic_core not in (None, core) and not enable_critic_lstm:
+            raise ValueError(f"critic_core={critic_core!r} needs a critic core of its own (enable_critic_lstm=True, "
+                             f"shared_lstm=False), got shared_lstm={shared_lstm}, enable_critic_lstm={enable_critic_lstm}")
         if truncate_bptt is not None and (isinstance(truncate_bptt, bool) or not isinstance(truncate_bptt, int)
                                           or truncate_bptt < 1):
             raise ValueError(f"truncate_bptt must be a positive number of steps or None, got {truncate_bptt!r}")
@@ -183,6 +194,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
                                  "features_extractor_class with a num_elements attribute")
             kwargs["features_extractor_class"] = self.default_extractors[input_elements]
         self.core_kind, self.input_elements, self.shared_critic_grad = core, input_elements, shared_critic_grad
+        self.critic_core_kind = critic_core or core
         self.core_init = core_init
         self.truncate_bptt = truncate_bptt
         if match_rim:  # size the LSTM from the RIM it matches, on the features this policy will have
@@ -208,8 +220,8 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         # Replace the parent's nn.LSTMs by the cores. Built after super().__init__(), they get no
         # orthogonal init from SB3: both cores initialise themselves by the same scheme
         # (cores.orthogonal_init_); and the optimizer must be rebuilt to see them.
-        self.lstm_actor = self._build_core(num_elements)
-        self.lstm_critic = self._build_core(num_elements) if self.enable_critic_lstm else None
+        self.lstm_actor = self._build_core(num_elements, self.core_kind)
+        self.lstm_critic = self._build_core(num_elements, self.critic_core_kind) if self.enable_critic_lstm else None
         self.lstm_hidden_state_shape = (layers, 1, state_size)  # (L, 1, S), for predict()
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
         self.last_active: torch.Tensor | None = None
@@ -232,13 +244,19 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
 
     def core_description(self) -> str:
         """This policy's recurrent core in one line, e.g. ``core='rim', rim_kwargs={...}``."""
+        critic = "" if self.critic_core_kind == self.core_kind else f", critic_core={self.critic_core_kind!r}"
         if self.core_kind == "rim":
-            return f"core='rim', rim_kwargs={self.rim_kwargs}"
-        return f"core='lstm', lstm_hidden_size={self._lstm_hidden_size}, n_lstm_layers={self._n_lstm_layers}"
+            return f"core='rim', rim_kwargs={self.rim_kwargs}{critic}"
+        return f"core='lstm', lstm_hidden_size={self._lstm_hidden_size}, n_lstm_layers={self._n_lstm_layers}{critic}"
 
-    def _build_core(self, num_elements: int) -> RimCore | LstmCore:
-        if self.core_kind == "rim":
+    def _build_core(self, num_elements: int, kind: str) -> RimCore | LstmCore:
+        """A core of ``kind`` (``"rim"`` or ``"lstm"``) on this policy's features, initialised by ``core_init``;
+        an LSTM beside a RIM actor gets the RIM's state size U*H and layers (the states share one layout)."""
+        if kind == "rim":
             core = RimCore(self.features_dim, num_elements, self.rim_kwargs)
+        elif self.core_kind == "rim":
+            size = self.rim_kwargs["num_units"] * self.rim_kwargs["hidden_size"]
+            core = LstmCore(self.features_dim, size, self.rim_kwargs["num_layers"], **self.core_lstm_kwargs)
         else:
             core = LstmCore(self.features_dim, self._lstm_hidden_size, self._n_lstm_layers, **self.core_lstm_kwargs)
         core.truncate_bptt = self.truncate_bptt  # read by _process_sequence, a static method in sb3-contrib
@@ -316,6 +334,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             shared_critic_grad=self.shared_critic_grad,
             truncate_bptt=self.truncate_bptt,
             core_init=self.core_init,
+            critic_core=self.critic_core_kind,
             share_features_extractor=self.share_features_extractor,
         )
         return data

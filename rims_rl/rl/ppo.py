@@ -12,6 +12,7 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.policies import BasePolicy
 
 from .buffers import RimDictRolloutBuffer, RimRolloutBuffer, chunk_length
+from .cores import RimCore
 from .policies import CnnRimPolicy, MlpRimPolicy, MultiInputRimPolicy, RimActorCriticPolicy
 
 
@@ -77,9 +78,9 @@ class RimPPO(RecurrentPPO):
         super()._setup_model()
         if self.compile_core is None:
             self.compile_core = os.environ.get(COMPILE_ENV, "1") != "0" and length <= MAX_COMPILED_CHUNK
-        if self.compile_core and self.policy.core_kind == "rim":
+        if self.compile_core:
             for core in (self.policy.lstm_actor, self.policy.lstm_critic):
-                if core is not None:
+                if isinstance(core, RimCore):
                     core.rim.compile_sequence()
         buffer_cls = RimDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else RimRolloutBuffer
         self.rollout_buffer = buffer_cls(

@@ -135,6 +135,7 @@ def test_spatial_elements_are_feature_map_positions():
         (MultiInputRimPolicy, spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}), dict(rim_kwargs=TINY_RIM,
                                                                                         truncate_bptt=4)),
         (MlpRimPolicy, box(3), dict(core="lstm", lstm_hidden_size=8, enable_critic_lstm=True)),
+        (MlpRimPolicy, box(3), dict(rim_kwargs=TINY_RIM, critic_core="lstm")),
         (MlpRimPolicy, spaces.MultiDiscrete([3, 4]), dict(rim_kwargs=TINY_RIM)),
     ],
 )
@@ -145,6 +146,7 @@ def test_policy_save_load_round_trip(tmp_path, policy_cls, space, kwargs):
     policy.save(tmp_path / "policy.pth")
     loaded = policy_cls.load(tmp_path / "policy.pth")
     assert loaded.core_kind == policy.core_kind and loaded.rim_kwargs == policy.rim_kwargs
+    assert loaded.critic_core_kind == policy.critic_core_kind and type(loaded.lstm_critic) is type(policy.lstm_critic)
     assert loaded.lstm_actor.truncate_bptt == policy.lstm_actor.truncate_bptt == kwargs.get("truncate_bptt")
     assert type(loaded.features_extractor) is type(policy.features_extractor)
     space.seed(0)
@@ -184,6 +186,9 @@ def test_loading_weights_of_another_configuration_raises_a_clear_error():
         (MlpRimPolicy, dict(core="lstm", lstm_hidden_size=0), r"lstm_hidden_size must be a positive integer or 'match_rim', got 0"),
         (MlpRimPolicy, dict(core="lstm", lstm_kwargs=dict(batch_first=True)), r"lstm_kwargs accepts only"),
         (MlpRimPolicy, dict(truncate_bptt=0), r"truncate_bptt must be a positive number of steps or None, got 0"),
+        (MlpRimPolicy, dict(critic_core="gru"), r"critic_core must be None or one of \('rim', 'lstm'\), got 'gru'"),
+        (MlpRimPolicy, dict(core="lstm", critic_core="rim"), r"critic_core='rim' needs core='rim'"),
+        (MlpRimPolicy, dict(critic_core="lstm", shared_lstm=True), r"critic_core='lstm' needs a critic core of its own"),
     ],
 )
 def test_bad_arguments_raise_value_error(policy_cls, kwargs, match):

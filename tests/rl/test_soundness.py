@@ -84,6 +84,22 @@ def test_default_policy_gives_a_value_that_reads_the_recurrent_state(algo, core)
     assert_value_reads_the_recurrent_state(model.policy, torch.randn(4, 3))
 
 
+def test_lstm_critic_beside_a_rim_actor_reads_its_state_and_trains():
+    """``critic_core="lstm"``: the critic is an LSTM of the RIM's state size U*H, the value reads its state, the
+    actor stays a RIM, and RimPPO's buffer stores both cores' states in one layout."""
+    env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)
+    model = RimPPO(MlpRimPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0,
+                   policy_kwargs=dict(rim_kwargs=dict(num_units=4, k_active=2, hidden_size=6), critic_core="lstm"))
+    policy = model.policy
+    assert isinstance(policy.lstm_actor, RimCore) and isinstance(policy.lstm_critic, LstmCore)
+    assert policy.lstm_critic.hidden_size == 4 * 6 and "critic_core='lstm'" in policy.core_description()
+    assert_value_reads_the_recurrent_state(policy, torch.randn(4, 3))
+    before = [p.detach().clone() for p in policy.lstm_critic.parameters()]
+    model.learn(32)
+    assert all(not torch.equal(a, b) for a, b in zip(before, policy.lstm_critic.parameters()))
+    assert model.rollout_buffer.cell_states_vf.shape[-2:] == (4, 6)  # the LSTM state in the RIM layout [U, H]
+
+
 def test_shared_core_reads_its_state_and_memoryless_critic_warns():
     shared = MlpRimPolicy(box(3), spaces.Discrete(2), lr, shared_lstm=True, **TINY_POLICY)
     assert shared.lstm_critic is None and shared.shared_critic_grad  # both losses train the shared core
