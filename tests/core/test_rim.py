@@ -6,8 +6,7 @@ from torch import nn
 
 from rims_rl import RIM, RIMCell
 from rims_rl.core import CommunicationAttention, InputAttention
-
-from .reference import reference_step
+from rims_rl.core.reference import reference_step
 
 SMALL = dict(input_key_size=8, input_value_size=12, comm_key_size=4, comm_value_size=5)
 
