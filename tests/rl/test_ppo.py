@@ -94,19 +94,42 @@ def test_chunked_evaluation_is_exact(case):
             _, _, _, states = policy(at(obs, t), states, at(s.episode_starts, t))
 
 
+def record_forward(policy) -> list:
+    """Record every acting step of ``policy``: its returned state (``RNNStates``, each tensor [L, n_envs, U*H])
+    and the actor's active mask [1, n_envs, U], as clones, in call order."""
+    steps = []
+
+    def hook(module, args, output):
+        states = output[3]
+        steps.append((tuple(t.clone() for t in (*states.pi, *states.vf)), module.last_active.clone()))
+
+    policy.register_forward_hook(hook)
+    return steps
+
+
 def test_buffer_keeps_mechanism_axis_and_active_masks():
-    model = make_model("discrete-vector")
+    """With 2 of 6 mechanisms active, the buffer stores per mechanism, at step t, exactly the state the
+    policy returned at step t - 1 (zeros at t = 0) and the active mask of step t; the active sets vary."""
+    model = make_model("discrete-vector", policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, k_active=2)})
+    steps = record_forward(model.policy)
     collect(model)
     buf = model.rollout_buffer
+    assert len(steps) == N_STEPS
     for name in ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf"):
         assert getattr(buf, name).shape == (N_STEPS, N_ENVS, 6, 4)  # [n_steps, n_envs, U, H]
     assert buf.active.shape == (N_STEPS, N_ENVS, 6) and buf.active.dtype == bool
-    assert (buf.active.sum(-1) == 5).all()  # k_active of the actor core at every step
-    assert not buf.active.all(axis=(0, 1)).all()  # and not always the same five
-    # stored state at step t+1 is the actor state after step t: its first layer viewed per mechanism
-    after_last = model._last_lstm_states.pi[0][0].view(N_ENVS, 6, 4).numpy()
-    assert not np.allclose(buf.hidden_states_pi[-1], after_last)
-    assert np.abs(buf.hidden_states_pi[1:]).sum() > 0
+    assert (buf.active.sum(-1) == 2).all()  # k_active of the actor core at every step
+    codes = {tuple(a) for a in buf.active.reshape(-1, 6)}
+    assert len(codes) > 1, "always the same active set"
+    for t in range(N_STEPS):
+        assert np.array_equal(buf.active[t], steps[t][1][-1].numpy())
+        for i, name in enumerate(("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf")):
+            stored = torch.as_tensor(getattr(buf, name)[t])
+            before = torch.zeros(N_ENVS, 6, 4) if t == 0 else steps[t - 1][0][i][0].view(N_ENVS, 6, 4)
+            assert torch.equal(stored, before), f"{name} at step {t} is not the state after step {t - 1}"
+    assert all(torch.equal(a, b) for a, b in zip((*model._last_lstm_states.pi, *model._last_lstm_states.vf),
+                                                   steps[-1][0]))
+    assert not torch.equal(steps[0][0][0], steps[1][0][0])  # the state moves from step to step
     lstm = make_model("discrete-vector-lstm-core")
     collect(lstm)
     assert lstm.rollout_buffer.hidden_states_vf.shape == (N_STEPS, N_ENVS, 1, 8)
