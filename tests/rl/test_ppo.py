@@ -136,6 +136,42 @@ def test_buffer_keeps_mechanism_axis_and_active_masks():
     assert lstm.rollout_buffer.active.all()
 
 
+def test_two_layer_rim_learns_with_layered_states_and_exact_chunks():
+    """``rim_kwargs=dict(num_layers=2)`` through ``RimPPO.learn``: the buffer stores both layers' states,
+    ``[n_steps, n_envs, L=2, U, H]``, each step's being what the policy returned the step before (layer
+    order kept), and at the start of every update the chunked log-probs and values equal the rollout's."""
+    model = make_model("discrete-vector", policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, num_layers=2)})
+    assert model.policy.lstm_actor.rim.num_layers == 2
+    steps = record_forward(model.policy)
+    updates = []
+    update = model.train
+
+    def check_then_update():  # runs at the start of each update, on the rollout just collected
+        buf = model.rollout_buffer
+        for i, name in enumerate(("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf")):
+            stored = torch.as_tensor(getattr(buf, name))
+            assert stored.shape == (N_STEPS, N_ENVS, 2, 6, 4)
+            for t in range(1, N_STEPS):  # the policy's [L, n_envs, U*H] -> [n_envs, L, U, H]
+                after = steps[len(steps) - N_STEPS + t - 1][0][i].view(2, N_ENVS, 6, 4).transpose(0, 1)
+                assert torch.equal(stored[t], after), f"{name} at step {t}"
+            assert not torch.equal(stored[1:, :, 0], stored[1:, :, 1])
+        with torch.no_grad():
+            for s in buf.get(8):
+                assert s.lstm_states.pi[0].shape == (2, 2, 24)  # [L, chunks, U*H]
+                values, log_prob, _ = model.policy.evaluate_actions(
+                    s.observations, discrete_long(model, s.actions), s.lstm_states, s.episode_starts)
+                torch.testing.assert_close(log_prob, s.old_log_prob, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(values.flatten(), s.old_values, rtol=1e-4, atol=1e-5)
+        updates.append(model.num_timesteps)
+        update()
+
+    model.train = check_then_update
+    model.learn(2 * N_STEPS * N_ENVS)
+    assert updates == [N_STEPS * N_ENVS, 2 * N_STEPS * N_ENVS]
+    action, state = model.predict(np.zeros((N_ENVS, 3), dtype=np.float32), None, np.ones(N_ENVS))
+    assert action.shape == (N_ENVS,) and state[0].shape == (2, N_ENVS, 24)
+
+
 def test_sequence_length_none_means_whole_rollouts():
     model = make_model("discrete-vector", sequence_length=None, batch_size=N_STEPS)
     collect(model)
