@@ -100,7 +100,7 @@ def test_step_with_dropout_matches_reference_under_replayed_masks(kw, n, rates):
     b, heads = 16, cell.input_attention.num_heads
     x, state = torch.randn(b, n, cell.input_size), random_state(cell, b)
     torch.manual_seed(5)
-    h, new, active = cell(x, state)
+    _, new, active = cell(x, state)
     input_keep, comm_keep = reference_masks(masks, b, cell.num_units, heads, n)
     if input_rate:
         assert not input_keep.all() and input_keep.any()  # dropout did drop some weights and kept others
@@ -114,6 +114,18 @@ def test_step_with_dropout_matches_reference_under_replayed_masks(kw, n, rates):
     # and the masks matter: without dropout the reference gives another state
     plain, _, _ = reference_step(cell, x, state)
     assert not torch.allclose(plain[0], new[0], atol=1e-4)
+
+
+def test_reference_draws_reproducible_masks_and_checks_their_shape():
+    """Without masks the reference draws them from its generator (same seed, same step); a mask of the
+    wrong shape is refused."""
+    cell = make_cell()
+    x, state = torch.randn(4, 2, cell.input_size), random_state(cell, 4)
+    steps = [reference_step(cell, x, state, input_dropout=0.3, comm_dropout=0.3,
+                            generator=torch.Generator().manual_seed(seed))[0][0] for seed in (0, 0, 1)]
+    assert torch.equal(steps[0], steps[1]) and not torch.allclose(steps[0], steps[2])
+    with pytest.raises(ValueError, match=r"keep mask must have shape \(4, 6, 1, 3\), got \(4, 6, 3\)"):
+        reference_step(cell, x, state, input_dropout=0.3, input_keep=torch.ones(4, 6, 3, dtype=torch.bool))
 
 
 def test_dropout_rates_reach_their_own_attention():
