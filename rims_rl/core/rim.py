@@ -12,6 +12,9 @@ element and the null element, so the gate input of mechanism u is
 ``W_u·(Σ_h p_h V_h(x) + (1 - p_h) V_h(0)) / heads + b_u``: the products ``W_u V_h(x)`` are one big matmul
 before the loop (one head; with several heads, ``W_v x``, mixed per step by the heads' attention ``p``)
 and each step only scales them by the attention ``p``.
+
+The literal definition of one step, one mechanism at a time, is ``rims_rl/core/reference.py``
+(``reference_step``); the tests hold this module equal to it, with and without dropout.
 """
 
 from __future__ import annotations

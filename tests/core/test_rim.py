@@ -6,8 +6,7 @@ from torch import nn
 
 from rims_rl import RIM, RIMCell
 from rims_rl.core import CommunicationAttention, InputAttention
-
-from .reference import reference_step
+from rims_rl.core.reference import reference_step
 
 SMALL = dict(input_key_size=8, input_value_size=12, comm_key_size=4, comm_value_size=5)
 
@@ -44,6 +43,103 @@ def test_step_matches_reference(kw, n):
     for a, b in zip(new, ref_state):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert torch.equal(h, new[0])
+
+
+def record_dropout_masks(cell):
+    """Record the keep masks the fused step's two ``nn.Dropout`` modules draw (forward hooks; the cell's
+    own dropout still runs), to replay them in the reference.
+
+    :param cell: a ``RIMCell`` in training mode
+    :return: a dict ``{"input": [...], "comm": [...]}`` of bool masks (``output != 0``) in call order:
+        input attention ``[U, B, heads]`` twice per step on the one-element fast path (first the element's
+        weight ``p``, then the null element's ``1 - p``) or ``[U, B, heads, N+1]`` once on the general path;
+        communication ``[U (query), U (key), B, heads]``. A weight that was 0 already gets ``False``, which
+        changes nothing: it contributes 0 either way.
+    """
+    masks = {"input": [], "comm": []}
+    cell.input_attention.dropout.register_forward_hook(lambda m, i, o: masks["input"].append(o != 0))
+    if cell.communication is not None:
+        cell.communication.dropout.register_forward_hook(lambda m, i, o: masks["comm"].append(o != 0))
+    return masks
+
+
+def reference_masks(masks, b, u, heads, n):
+    """The recorded masks in the reference's layout: input ``[B, U, heads, N+1]`` (null element first),
+    communication ``[B, heads, U (query), U (key)]``; all True where the fused step drew none."""
+    if not masks["input"]:
+        inp = torch.ones(b, u, heads, n + 1, dtype=torch.bool)
+    elif n == 1:  # the fast path's two draws: element p, then null 1 - p
+        element, null = masks["input"]
+        inp = torch.stack([null, element], -1).permute(1, 0, 2, 3)
+    else:
+        (inp,) = masks["input"]
+        inp = inp.permute(1, 0, 2, 3)
+    comm = masks["comm"][0].permute(2, 3, 0, 1) if masks["comm"] else torch.ones(b, 1, u, u, dtype=torch.bool)
+    return inp, comm
+
+
+DROPOUT_CASES = [
+    dict(cell="lstm"),
+    dict(cell="gru"),
+    dict(cell="lstm", num_input_heads=3, comm_top_k=2),
+    dict(cell="gru", num_input_heads=2),
+]
+
+
+@pytest.mark.parametrize("rates", [(0.2, 0.0), (0.0, 0.3), (0.1, 0.4)])
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("kw", DROPOUT_CASES)
+def test_step_with_dropout_matches_reference_under_replayed_masks(kw, n, rates):
+    """In training, with input and communication dropout, the fused step (n=1: the fast path of
+    docs/design.md §2.3; n=3: the general path) equals the literal reference given the very masks the
+    fused step drew. The two rates differ and the reference takes them as arguments (not from the cell),
+    so a cell that applies one attention's rate to the other fails (docs/design.md §6, pitfall 17)."""
+    input_rate, comm_rate = rates
+    cell = make_cell(**kw, input_dropout=input_rate, comm_dropout=comm_rate).train()
+    masks = record_dropout_masks(cell)
+    b, heads = 16, cell.input_attention.num_heads
+    x, state = torch.randn(b, n, cell.input_size), random_state(cell, b)
+    torch.manual_seed(5)
+    _, new, active = cell(x, state)
+    input_keep, comm_keep = reference_masks(masks, b, cell.num_units, heads, n)
+    if input_rate:
+        assert not input_keep.all() and input_keep.any()  # dropout did drop some weights and kept others
+    if comm_rate:
+        assert not comm_keep.all()
+    ref_state, ref_active, _ = reference_step(cell, x, state, input_dropout=input_rate, comm_dropout=comm_rate,
+                                              input_keep=input_keep, comm_keep=comm_keep)
+    assert torch.equal(active, ref_active)
+    for a, r in zip(new, ref_state):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+    # and the masks matter: without dropout the reference gives another state
+    plain, _, _ = reference_step(cell, x, state)
+    assert not torch.allclose(plain[0], new[0], atol=1e-4)
+
+
+def test_reference_draws_reproducible_masks_and_checks_their_shape():
+    """Without masks the reference draws them from its generator (same seed, same step); a mask of the
+    wrong shape is refused."""
+    cell = make_cell()
+    x, state = torch.randn(4, 2, cell.input_size), random_state(cell, 4)
+    steps = [reference_step(cell, x, state, input_dropout=0.3, comm_dropout=0.3,
+                            generator=torch.Generator().manual_seed(seed))[0][0] for seed in (0, 0, 1)]
+    assert torch.equal(steps[0], steps[1]) and not torch.allclose(steps[0], steps[2])
+    with pytest.raises(ValueError, match=r"keep mask must have shape \(4, 6, 1, 3\), got \(4, 6, 3\)"):
+        reference_step(cell, x, state, input_dropout=0.3, input_keep=torch.ones(4, 6, 3, dtype=torch.bool))
+
+
+def test_dropout_rates_reach_their_own_attention():
+    """``input_dropout`` acts on the input attention and ``comm_dropout`` on communication, not the other
+    way round: with only one of them on, only that attention's weights are dropped, at about its rate."""
+    for input_rate, comm_rate in [(0.5, 0.0), (0.0, 0.5)]:
+        cell = make_cell(input_dropout=input_rate, comm_dropout=comm_rate, u=6, k=3).train()
+        masks = record_dropout_masks(cell)
+        torch.manual_seed(0)
+        cell(torch.randn(64, 3, cell.input_size), random_state(cell, 64))
+        input_dropped = 1 - torch.cat([m.flatten() for m in masks["input"]]).float().mean().item()
+        comm_dropped = 1 - masks["comm"][0].float().mean().item()
+        assert input_dropped == pytest.approx(input_rate, abs=0.05)
+        assert comm_dropped == pytest.approx(comm_rate, abs=0.05)
 
 
 @pytest.mark.parametrize("cell_type", ["lstm", "gru"])
@@ -274,11 +370,11 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell_type, n, heads", [("lstm", 1, 4)])  # the RL path; ~1 min of compilation
+@pytest.mark.parametrize("cell_type, n, heads", [("lstm", 1, 4), ("gru", 3, 1)])  # ~30 s of compilation each
 def test_compiled_sequence_equals_eager(cell_type, n, heads):
     """``compile_sequence`` (the whole loop under torch.compile, resets by multiplication) gives the eager
-    outputs, active sets, states and gradients, episode starts included (checked here also for GRU cells
-    with 3 input elements)."""
+    outputs, active sets, states and gradients, episode starts included: T=4 steps, the RL path (LSTM
+    cells, one element, 4 heads: the fast path) and GRU cells with 3 input elements (the general path)."""
     torch.manual_seed(0)
     kw = dict(input_dropout=0.0, comm_dropout=0.0, num_input_heads=heads, input_key_size=4, comm_key_size=4,
               comm_value_size=4, num_comm_heads=2)

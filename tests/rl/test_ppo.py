@@ -94,23 +94,82 @@ def test_chunked_evaluation_is_exact(case):
             _, _, _, states = policy(at(obs, t), states, at(s.episode_starts, t))
 
 
+def record_forward(policy) -> list:
+    """Record every acting step of ``policy``: its returned state (``RNNStates``, each tensor [L, n_envs, U*H])
+    and the actor's active mask [1, n_envs, U], as clones, in call order."""
+    steps = []
+
+    def hook(module, args, output):
+        states = output[3]
+        steps.append((tuple(t.clone() for t in (*states.pi, *states.vf)), module.last_active.clone()))
+
+    policy.register_forward_hook(hook)
+    return steps
+
+
 def test_buffer_keeps_mechanism_axis_and_active_masks():
-    model = make_model("discrete-vector")
+    """With 2 of 6 mechanisms active, the buffer stores per mechanism, at step t, exactly the state the
+    policy returned at step t - 1 (zeros at t = 0) and the active mask of step t; the active sets vary."""
+    model = make_model("discrete-vector", policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, k_active=2)})
+    steps = record_forward(model.policy)
     collect(model)
     buf = model.rollout_buffer
+    assert len(steps) == N_STEPS
     for name in ("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf"):
         assert getattr(buf, name).shape == (N_STEPS, N_ENVS, 6, 4)  # [n_steps, n_envs, U, H]
     assert buf.active.shape == (N_STEPS, N_ENVS, 6) and buf.active.dtype == bool
-    assert (buf.active.sum(-1) == 5).all()  # k_active of the actor core at every step
-    assert not buf.active.all(axis=(0, 1)).all()  # and not always the same five
-    # stored state at step t+1 is the actor state after step t: its first layer viewed per mechanism
-    after_last = model._last_lstm_states.pi[0][0].view(N_ENVS, 6, 4).numpy()
-    assert not np.allclose(buf.hidden_states_pi[-1], after_last)
-    assert np.abs(buf.hidden_states_pi[1:]).sum() > 0
+    assert (buf.active.sum(-1) == 2).all()  # k_active of the actor core at every step
+    codes = {tuple(a) for a in buf.active.reshape(-1, 6)}
+    assert len(codes) > 1, "always the same active set"
+    for t in range(N_STEPS):
+        assert np.array_equal(buf.active[t], steps[t][1][-1].numpy())
+        for i, name in enumerate(("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf")):
+            stored = torch.as_tensor(getattr(buf, name)[t])
+            before = torch.zeros(N_ENVS, 6, 4) if t == 0 else steps[t - 1][0][i][0].view(N_ENVS, 6, 4)
+            assert torch.equal(stored, before), f"{name} at step {t} is not the state after step {t - 1}"
+    assert all(torch.equal(a, b) for a, b in zip((*model._last_lstm_states.pi, *model._last_lstm_states.vf),
+                                                   steps[-1][0]))
+    assert not torch.equal(steps[0][0][0], steps[1][0][0])  # the state moves from step to step
     lstm = make_model("discrete-vector-lstm-core")
     collect(lstm)
     assert lstm.rollout_buffer.hidden_states_vf.shape == (N_STEPS, N_ENVS, 1, 8)
     assert lstm.rollout_buffer.active.all()
+
+
+def test_two_layer_rim_learns_with_layered_states_and_exact_chunks():
+    """``rim_kwargs=dict(num_layers=2)`` through ``RimPPO.learn``: the buffer stores both layers' states,
+    ``[n_steps, n_envs, L=2, U, H]``, each step's being what the policy returned the step before (layer
+    order kept), and at the start of every update the chunked log-probs and values equal the rollout's."""
+    model = make_model("discrete-vector", policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, num_layers=2)})
+    assert model.policy.lstm_actor.rim.num_layers == 2
+    steps = record_forward(model.policy)
+    updates = []
+    update = model.train
+
+    def check_then_update():  # runs at the start of each update, on the rollout just collected
+        buf = model.rollout_buffer
+        for i, name in enumerate(("hidden_states_pi", "cell_states_pi", "hidden_states_vf", "cell_states_vf")):
+            stored = torch.as_tensor(getattr(buf, name))
+            assert stored.shape == (N_STEPS, N_ENVS, 2, 6, 4)
+            for t in range(1, N_STEPS):  # the policy's [L, n_envs, U*H] -> [n_envs, L, U, H]
+                after = steps[len(steps) - N_STEPS + t - 1][0][i].view(2, N_ENVS, 6, 4).transpose(0, 1)
+                assert torch.equal(stored[t], after), f"{name} at step {t}"
+            assert not torch.equal(stored[1:, :, 0], stored[1:, :, 1])
+        with torch.no_grad():
+            for s in buf.get(8):
+                assert s.lstm_states.pi[0].shape == (2, 2, 24)  # [L, chunks, U*H]
+                values, log_prob, _ = model.policy.evaluate_actions(
+                    s.observations, discrete_long(model, s.actions), s.lstm_states, s.episode_starts)
+                torch.testing.assert_close(log_prob, s.old_log_prob, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(values.flatten(), s.old_values, rtol=1e-4, atol=1e-5)
+        updates.append(model.num_timesteps)
+        update()
+
+    model.train = check_then_update
+    model.learn(2 * N_STEPS * N_ENVS)
+    assert updates == [N_STEPS * N_ENVS, 2 * N_STEPS * N_ENVS]
+    action, state = model.predict(np.zeros((N_ENVS, 3), dtype=np.float32), None, np.ones(N_ENVS))
+    assert action.shape == (N_ENVS,) and state[0].shape == (2, N_ENVS, 24)
 
 
 def test_sequence_length_none_means_whole_rollouts():

@@ -123,3 +123,27 @@ def test_checkpoint_without_query_bias_resumes_as_it_was_trained():
     tokens = torch.randint(0, 10, (7, 3))
     assert torch.equal(new(tokens)[0], old(tokens)[0])
     assert drop_parameters_absent_from(old, old.state_dict()) == []
+
+
+def test_a_zero_pixel_is_not_the_null_element():
+    """docs/design.md §6, pitfall 16: a pixel of 0 fed to the RIM raw (or through a map without bias) is
+    the all-zero null element itself: key 0, value the value bias, so every mechanism splits its attention
+    1/2 : 1/2 between the two whatever its state, and the competition is a tie. ``MnistModel`` embeds each
+    pixel by ``Linear(1, E)`` first: a black pixel gets a key of its own, and which mechanisms win on a
+    black stretch (MNIST's first rows) depends on their states."""
+    from rims_rl.tasks.models import CoreConfig, MnistModel
+
+    torch.manual_seed(0)
+    net = MnistModel(CoreConfig(**SMALL)).eval()
+    layer = net.core.rnn.layers[0]
+    black = torch.zeros(4, 32)  # pixels [T, B], all 0
+    x = net.encoder(black.unsqueeze(-1))  # what the RIM reads, [T, B, E]
+    keys, _ = layer.input_attention.keys_values(x[0].unsqueeze(1))  # [B, 2 (null, pixel), heads, K]
+    assert not torch.allclose(keys[:, 1], keys[:, 0])  # the pixel's key is not the null element's (0)
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(4, 32, 16, generator=g)  # mechanism states [U, B, H]
+    _, null = layer.input_attention(h, x[0].unsqueeze(1))  # attention on the null element [U, B]
+    assert (null - 0.5).abs().max() > 0.01, "a black pixel draws exactly the null element's attention"
+    state = tuple(torch.randn(1, 32, 4, 16, generator=g) for _ in range(2))  # [L, B, U, H]
+    _, _, active = net(black, state)  # [T, B, U]
+    assert len({tuple(a.tolist()) for a in active[0]}) > 1, "the same mechanisms win in every row"
