@@ -35,6 +35,7 @@ import yaml
 
 from ..rl.config import AGENTS, load_agent
 from ..rl.envs import resolve_env
+from ..utils.config import check_keys
 
 #: keys a game entry may set, besides ``env``
 GAME_KEYS = ("timesteps", "seeds", "eval_freq", "eval_episodes", "checkpoint_freq", "n_envs", "hp")
@@ -45,9 +46,10 @@ def _fail(source: str, message: str) -> None:
 
 
 def _check_keys(data: dict, allowed: tuple[str, ...] | list[str], where: str, source: str) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        _fail(source, f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+    try:
+        check_keys(data, sorted(allowed), where=where)
+    except ValueError as e:
+        _fail(source, str(e))
 
 
 def _hp_list(value: Any, where: str, source: str) -> list[str]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from rims_rl.core import RIM, RIMCell
 from rims_rl.core.rim import default_input_value_size
+from rims_rl.utils.config import check_keys
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -44,9 +45,7 @@ def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int,
     :return: a new dict with every RIM argument the core is built with
     """
     given = dict(rim_kwargs or {})
-    unknown = sorted(set(given) - set(RIM_KWARGS))
-    if unknown:
-        raise ValueError(f"unknown rim_kwargs {unknown}; allowed keys: {sorted(RIM_KWARGS)}")
+    check_keys(given, sorted(RIM_KWARGS), "rim_kwargs")
     out = {**RL_RIM_DEFAULTS, "num_layers": n_lstm_layers, **given}
     units = out["num_units"]
     if not (isinstance(units, int) and units > 0):

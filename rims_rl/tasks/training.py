@@ -27,10 +27,11 @@ from .balls import BallsTask
 from .copying import CopyingTask
 from .mnist import MnistTask
 from .models import MODELS, drop_parameters_absent_from
-from .task import SupervisedTask, build_dataclass
+from ..utils.config import build_dataclass
+from .task import SupervisedTask
 
 LR_SCHEDULES = ("constant", "cosine")
-__all__ = ["LOCK_FILE", "LR_SCHEDULES", "TASKS", "TrainConfig", "parse_key_values", "resolve_device", "train",
+__all__ = ["LOCK_FILE", "LR_SCHEDULES", "TASKS", "TrainConfig", "resolve_device", "train",
            "train_step"]
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
 
@@ -84,7 +85,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict (``config.json``), rejecting unknown keys."""
-        return build_dataclass(cls, values, "train config key")
+        return build_dataclass(cls, values, "train config key(s)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,24 +99,6 @@ class TrainConfig:
     def make_task(self) -> SupervisedTask:
         """The task with this config's options and core."""
         return TASKS[self.task](self.options, {"model": self.model, **self.core})
-
-
-def parse_key_values(items: list[str], flag: str) -> dict:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON, else kept as strings).
-
-    :param items: ``KEY=VALUE`` strings from the command line
-    :param flag: the option's name, for the error message (e.g. ``"--opt"``)
-    """
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def resolve_device(name: str) -> torch.device:

@@ -133,7 +133,10 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
         (["--task", "mnist", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")],
          "looked for t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"),
         (["--resume", str(tmp_path / "nothing")], "no config.json there"),
-        (["--task", "copying", "--opt", "gap"], "--opt expects KEY=VALUE"),
+        (["--task", "copying", "--hp", "options.gap"], "--hp expects key=value"),
+        (["--task", "copying", "--hp", "options.gapp=3", "--run-dir", str(tmp_path / "r")],
+         "unknown copying option(s) ['gapp']; allowed: "),
+        (["--task", "copying", "--hp", "stepz=3"], "unknown train config key(s) ['stepz']; allowed: "),
         (["--task", "copying", "--device", "gpu", "--run-dir", str(tmp_path / "r")],
          "unknown --device 'gpu'; allowed: cpu, cuda, cuda:N"),
     ]
