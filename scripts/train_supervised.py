@@ -7,7 +7,8 @@
 Any setting of the run's config (:class:`rims_rl.tasks.TrainConfig`): ``--hp KEY=VALUE``, the same dotted
 overrides as ``train_ppo.py``'s, e.g. ``--hp options.train_gap=50 core.unit_size=64 grad_clip=null``
 (values are YAML; ``options.*`` are the task's options, ``core.*`` the recurrent core's sizes).
-The named flags (``--steps``, ``--lr``...) are shorthands for settings and win over ``--hp``.
+Every task starts from its preset, ``agents/supervised/<task>.yaml``; the named flags (``--steps``, ``--lr``...)
+are shorthands for settings and win over ``--hp``.
 A run directory that already holds a checkpoint of the same config is resumed automatically.
 The run directory receives config.json, checkpoint.pt, metrics.json, metrics.csv and TensorBoard events.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from rims_rl.tasks import TASKS, TrainConfig, train
 from rims_rl.tasks.models import MODELS
-from rims_rl.tasks.training import LR_SCHEDULES, resolve_device
+from rims_rl.tasks.training import LR_SCHEDULES, load_preset, resolve_device
 from rims_rl.utils.config import add_hp_argument, merge, parse_overrides
 
 
@@ -45,14 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# Per-task presets (the sizes used for results/supervised; see results/supervised/README.md for how they were shrunk).
-PRESETS = {
-    "copying": {"steps": 8000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
-    "mnist": {"steps": 800, "batch_size": 64, "lr": 1e-3, "eval_every": 200},
-    "balls": {"steps": 1000, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
-}
-
-
 def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.resume:
         run_dir = Path(args.resume)
@@ -62,16 +55,12 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         return TrainConfig.from_dict(json.loads(path.read_text())), run_dir
     if args.task is None:
         raise ValueError(f"--task is required: one of {sorted(TASKS)} (or --resume RUN_DIR)")
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; allowed: {sorted(TASKS)}")
-    values = dict(PRESETS[args.task], task=args.task, model=args.model, seed=args.seed, num_threads=args.threads)
-    values = merge(values, parse_overrides(args.hp))
-    for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+    shorthands = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every")
+                  if getattr(args, key) is not None}
     if args.data_dir:
-        values = merge(values, {"options": {"data_dir": str(Path(args.data_dir).resolve())}})
-    config = TrainConfig.from_dict(values)
+        shorthands["options"] = {"data_dir": str(Path(args.data_dir).resolve())}
+    config = load_preset(args.task, merge(parse_overrides(args.hp), shorthands), model=args.model, seed=args.seed,
+                         num_threads=args.threads)
     run_dir = Path(args.run_dir or f"runs/{args.task}-{args.model}-s{args.seed}")
     return config, run_dir
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
+from ..utils.config import as_overrides, merge
 from ..utils.run_dir import LOCK_FILE, RunDir, atomic_torch_save, atomic_write_text
 from .balls import BallsTask
 from .copying import CopyingTask
@@ -31,9 +33,11 @@ from ..utils.config import build_dataclass
 from .task import SupervisedTask
 
 LR_SCHEDULES = ("constant", "cosine")
-__all__ = ["LOCK_FILE", "LR_SCHEDULES", "TASKS", "TrainConfig", "resolve_device", "train",
+__all__ = ["LOCK_FILE", "LR_SCHEDULES", "TASKS", "PRESETS_DIR", "TrainConfig", "load_preset", "resolve_device", "train",
            "train_step"]
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
+#: ``<task>.yaml``: each task's preset (TrainConfig keys), beside the agents' presets
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "agents" / "supervised"
 
 
 @dataclass
@@ -99,6 +103,23 @@ class TrainConfig:
     def make_task(self) -> SupervisedTask:
         """The task with this config's options and core."""
         return TASKS[self.task](self.options, {"model": self.model, **self.core})
+
+
+def load_preset(task: str, overrides: list[str] | dict | None = None, **values) -> TrainConfig:
+    """The config of a new run of ``task``: its preset (``agents/supervised/<task>.yaml``), then ``values``
+    (``model``, ``seed``...), then ``overrides`` (``--hp``).
+
+    :param task: a key of :data:`TASKS`
+    :param overrides: ``KEY=VALUE`` strings (dotted: ``core.unit_size=64``) or the same as a nested mapping
+    :param values: further :class:`TrainConfig` values, applied before ``overrides``
+    :raises ValueError: an unknown task, or unknown keys (of the preset, ``values`` or ``overrides``)
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {sorted(TASKS)}")
+    path = PRESETS_DIR / f"{task}.yaml"
+    preset = yaml.safe_load(path.read_text()) or {}
+    data = merge(merge(preset, {"task": task, **values}), as_overrides(overrides))
+    return build_dataclass(TrainConfig, data, "train config key(s)", f"{path.name} or its overrides")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -136,7 +136,7 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
         (["--task", "copying", "--hp", "options.gap"], "--hp expects key=value"),
         (["--task", "copying", "--hp", "options.gapp=3", "--run-dir", str(tmp_path / "r")],
          "unknown copying option(s) ['gapp']; allowed: "),
-        (["--task", "copying", "--hp", "stepz=3"], "unknown train config key(s) ['stepz']; allowed: "),
+        (["--task", "copying", "--hp", "stepz=3"], "unknown train config key(s) ['stepz'] in copying.yaml or its overrides; allowed: "),
         (["--task", "copying", "--device", "gpu", "--run-dir", str(tmp_path / "r")],
          "unknown --device 'gpu'; allowed: cpu, cuda, cuda:N"),
     ]
@@ -248,3 +248,17 @@ def test_resume_loads_its_checkpoint_weights_only(tmp_path, monkeypatch):
                         lambda *args, **kwargs: calls.append(kwargs.get("weights_only")) or real_load(*args, **kwargs))
     rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
     assert calls == [True] and [r["step"] for r in rows] == [3, 6, 9]
+
+
+def test_presets_are_yaml_files_checked_like_every_config(tmp_path, monkeypatch):
+    from rims_rl.tasks.training import TASKS, load_preset
+
+    for task in TASKS:  # every task has a preset that loads, with the paper's-results sizes
+        assert load_preset(task).task == task
+    config = load_preset("copying", ["core.unit_size=100", "options.train_gap=10"], model="lstm", seed=2)
+    assert (config.model, config.seed, config.steps, config.lr) == ("lstm", 2, 8000, 1e-3)
+    assert (config.core, config.options) == ({"unit_size": 100}, {"train_gap": 10})
+    monkeypatch.setattr(training_module, "PRESETS_DIR", tmp_path)
+    (tmp_path / "copying.yaml").write_text("steps: 10\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown train config key\(s\) \['learning_rate'\] in copying.yaml"):
+        load_preset("copying")
