@@ -2,7 +2,7 @@
 sample a batch, loss, backward, clip, Adam), median over repeats, RIM against LSTM in one run.
 
 Run: ``python benchmarks/supervised_step.py --task mnist --data-dir PATH/TO/MNIST [--device cuda]
-[--batch-size 64] [--hp core.unit_size=64] [--repeats 10] [--models rim,lstm]``
+[--batch-size 64] [--hp core.hidden_size=64] [--repeats 10] [--models rim,lstm]``
 
 Prints one line per model (median s/step, steps/s) and the RIM/LSTM ratio. Used to size GPU runs:
 ``--steps`` for a run that must finish in a given time is about time / (s/step), plus evaluations.
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--data-dir")
-    add_hp_argument(p, "core.unit_size=64 options.train_gap=50")
+    add_hp_argument(p, "core.hidden_size=64 options.train_gap=50")
     args = p.parse_args(argv)
     try:
         device = resolve_device(args.device)

@@ -5,7 +5,7 @@
     python scripts/train_supervised.py --resume runs/copying-rim-s0      # continue a killed run
 
 Any setting of the run's config (:class:`rims_rl.tasks.TrainConfig`): ``--hp KEY=VALUE``, the same dotted
-overrides as ``train_ppo.py``'s, e.g. ``--hp options.train_gap=50 core.unit_size=64 grad_clip=null``
+overrides as ``train_ppo.py``'s, e.g. ``--hp options.train_gap=50 core.hidden_size=64 grad_clip=null``
 (values are YAML; ``options.*`` are the task's options, ``core.*`` the recurrent core's sizes).
 Every task starts from its preset, ``agents/supervised/<task>.yaml``; the named flags (``--steps``, ``--lr``...)
 are shorthands for settings and win over ``--hp``.
@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; a run may resume on another device")
     p.add_argument("--data-dir", help="MNIST: folder with the IDX files (t10k-images-idx3-ubyte[.gz], ...)")
-    add_hp_argument(p, "options.train_gap=50 core.unit_size=64")
+    add_hp_argument(p, "options.train_gap=50 core.hidden_size=64")
     p.add_argument("--run-dir", help="output folder (default runs/<task>-<model>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -52,7 +52,7 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         path = run_dir / "config.json"
         if not path.is_file():
             raise ValueError(f"--resume {run_dir}: no config.json there, so no run to resume")
-        return TrainConfig.from_dict(json.loads(path.read_text())), run_dir
+        return TrainConfig.from_saved(json.loads(path.read_text())), run_dir
     if args.task is None:
         raise ValueError(f"--task is required: one of {sorted(TASKS)} (or --resume RUN_DIR)")
     shorthands = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every")
