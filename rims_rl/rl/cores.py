@@ -25,6 +25,11 @@ from rims_rl.utils.config import check_keys
 State = tuple[torch.Tensor, torch.Tensor]
 
 #: Paper RL setting (Goyal et al. 2021, appendix): 6 mechanisms, 5 active, 4 input heads, no dropout.
+#: Why two defaults of ``k_active`` (the one place this is explained): the paper activates 4 of 6 mechanisms
+#: for its sequence tasks (copying, sequential MNIST, bouncing balls), which is ``rims_rl.core.RIM``'s default
+#: and the supervised tasks' (``rims_rl.tasks.models.CoreConfig``), and 5 of 6 for RL (its Atari runs), which
+#: is this default and the RL presets' (``agents/rim_ppo.yaml``). Each follows the paper's setting for its
+#: domain; neither is changed to match the other (``--hp policy_kwargs.rim_kwargs.k_active=4`` for k = 4 in RL).
 RL_RIM_DEFAULTS: dict[str, Any] = dict(
     num_units=6, k_active=5, cell="lstm", num_input_heads=4, input_dropout=0.0, comm_dropout=0.0
 )

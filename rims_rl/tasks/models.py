@@ -28,7 +28,8 @@ class CoreConfig:
 
     :param model: ``"rim"``, ``"lstm"`` or ``"gru"``
     :param num_units: RIM mechanisms U (paper: 6)
-    :param k_active: RIM mechanisms active per step (paper: 4 for the sequence tasks; the RL presets use 5)
+    :param k_active: RIM mechanisms active per step (paper: 4 for the sequence tasks; RL uses 5, see
+        :data:`rims_rl.rl.cores.RL_RIM_DEFAULTS`)
     :param hidden_size: RIM hidden size H per mechanism (32 here, smaller than the paper's 100, to fit 2 CPU cores)
     :param input_value_size: RIM input attention value size (paper: 400; 64 here)
     :param cell: cell inside each mechanism, ``"lstm"`` or ``"gru"``
