@@ -2,7 +2,7 @@
 sample a batch, loss, backward, clip, Adam), median over repeats, RIM against LSTM in one run.
 
 Run: ``python benchmarks/supervised_step.py --task mnist --data-dir PATH/TO/MNIST [--device cuda]
-[--batch-size 64] [--core unit_size=64] [--repeats 10] [--models rim,lstm]``
+[--batch-size 64] [--hp core.hidden_size=64] [--repeats 10] [--models rim,lstm]``
 
 Prints one line per model (median s/step, steps/s) and the RIM/LSTM ratio. Used to size GPU runs:
 ``--steps`` for a run that must finish in a given time is about time / (s/step), plus evaluations.
@@ -18,7 +18,8 @@ import time
 import torch
 
 from rims_rl.tasks import TrainConfig
-from rims_rl.tasks.training import parse_key_values, resolve_device, train_step
+from rims_rl.tasks.training import resolve_device, train_step
+from rims_rl.utils.config import add_hp_argument, merge, parse_overrides
 
 
 def step_time(config: TrainConfig, device: torch.device, repeats: int, warmup: int = 3) -> float:
@@ -47,19 +48,18 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--data-dir")
-    p.add_argument("--core", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+    add_hp_argument(p, "core.hidden_size=64 options.train_gap=50")
     args = p.parse_args(argv)
     try:
         device = resolve_device(args.device)
-        options = parse_key_values(args.opt, "--opt")
+        overrides = parse_overrides(args.hp)
         if args.data_dir:
-            options["data_dir"] = args.data_dir
+            overrides = merge(overrides, {"options": {"data_dir": args.data_dir}})
         torch.set_num_threads(args.threads)
         results = {}
         for model in args.models.split(","):
-            config = TrainConfig(task=args.task, model=model, batch_size=args.batch_size,
-                                 core=parse_key_values(args.core, "--core"), options=options)
+            config = TrainConfig.from_dict(merge({"task": args.task, "model": model, "batch_size": args.batch_size},
+                                                 overrides))
             results[model] = step_time(config, device, args.repeats)
             print(f"{args.task} {model:4s} B={args.batch_size} {device}: {results[model]:.4f} s/step "
                   f"({1 / results[model]:.1f} steps/s)", flush=True)

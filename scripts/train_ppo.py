@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from rims_rl.rl.config import AGENTS
+from rims_rl.utils.config import add_hp_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-envs", type=int, default=None, help="default: the preset's n_envs")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--run-dir", default=None, help="default: runs/<env>-<agent>-s<seed>")
-    parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override hyperparameters, e.g. learning_rate=1e-4 policy_kwargs.rim_kwargs.k_active=4")
+    add_hp_argument(parser, "learning_rate=1e-4 policy_kwargs.rim_kwargs.k_active=4")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its newest checkpoint that loads (a finished run: "
                              "only with a larger --total-timesteps)")

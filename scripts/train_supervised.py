@@ -4,8 +4,11 @@
     python scripts/train_supervised.py --task mnist --model lstm --data-dir PATH/TO/MNIST
     python scripts/train_supervised.py --resume runs/copying-rim-s0      # continue a killed run
 
-Task options and core sizes: ``--opt KEY=VALUE`` (e.g. ``--opt train_gap=50``) and
-``--core KEY=VALUE`` (e.g. ``--core unit_size=64``); values are parsed as JSON, else kept as strings.
+Any setting of the run's config (:class:`rims_rl.tasks.TrainConfig`): ``--hp KEY=VALUE``, the same dotted
+overrides as ``train_ppo.py``'s, e.g. ``--hp options.train_gap=50 core.hidden_size=64 grad_clip=null``
+(values are YAML; ``options.*`` are the task's options, ``core.*`` the recurrent core's sizes).
+Every task starts from its preset, ``agents/supervised/<task>.yaml``; the named flags (``--steps``, ``--lr``...)
+are shorthands for settings and win over ``--hp``.
 A run directory that already holds a checkpoint of the same config is resumed automatically.
 The run directory receives config.json, checkpoint.pt, metrics.json, metrics.csv and TensorBoard events.
 """
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from rims_rl.tasks import TASKS, TrainConfig, train
 from rims_rl.tasks.models import MODELS
-from rims_rl.tasks.training import LR_SCHEDULES, parse_key_values, resolve_device
+from rims_rl.tasks.training import LR_SCHEDULES, load_preset, resolve_device
+from rims_rl.utils.config import add_hp_argument, merge, parse_overrides
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,20 +39,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; a run may resume on another device")
     p.add_argument("--data-dir", help="MNIST: folder with the IDX files (t10k-images-idx3-ubyte[.gz], ...)")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="task option")
-    p.add_argument("--core", action="append", default=[], metavar="KEY=VALUE", help="core size option")
+    add_hp_argument(p, "options.train_gap=50 core.hidden_size=64")
     p.add_argument("--run-dir", help="output folder (default runs/<task>-<model>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
-
-
-# Per-task presets (the sizes used for results/supervised; see results/supervised/README.md for how they were shrunk).
-PRESETS = {
-    "copying": {"steps": 8000, "batch_size": 64, "lr": 1e-3, "eval_every": 250},
-    "mnist": {"steps": 800, "batch_size": 64, "lr": 1e-3, "eval_every": 200},
-    "balls": {"steps": 1000, "batch_size": 32, "lr": 1e-3, "eval_every": 250},
-}
 
 
 def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
@@ -57,20 +52,15 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         path = run_dir / "config.json"
         if not path.is_file():
             raise ValueError(f"--resume {run_dir}: no config.json there, so no run to resume")
-        return TrainConfig.from_dict(json.loads(path.read_text())), run_dir
+        return TrainConfig.from_saved(json.loads(path.read_text())), run_dir
     if args.task is None:
         raise ValueError(f"--task is required: one of {sorted(TASKS)} (or --resume RUN_DIR)")
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; allowed: {sorted(TASKS)}")
-    values = dict(PRESETS[args.task], task=args.task, model=args.model, seed=args.seed, num_threads=args.threads)
-    for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    values["options"] = parse_key_values(args.opt, "--opt")
-    values["core"] = parse_key_values(args.core, "--core")
+    shorthands = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every")
+                  if getattr(args, key) is not None}
     if args.data_dir:
-        values["options"]["data_dir"] = str(Path(args.data_dir).resolve())
-    config = TrainConfig.from_dict(values)
+        shorthands["options"] = {"data_dir": str(Path(args.data_dir).resolve())}
+    config = load_preset(args.task, merge(parse_overrides(args.hp), shorthands), model=args.model, seed=args.seed,
+                         num_threads=args.threads)
     run_dir = Path(args.run_dir or f"runs/{args.task}-{args.model}-s{args.seed}")
     return config, run_dir
 

@@ -10,7 +10,7 @@ A grid file::
     timesteps: 1_000_000
     eval_freq: 50_000                # evaluation schedule: env steps between raw-score evaluations ...
     eval_episodes: 10                # ... and whole games per evaluation
-    hp: [n_envs=8]                   # overrides for every agent (key=value list or a mapping)
+    hp: [n_envs=8]                   # overrides for every agent (key=value list or a mapping: {n_envs: 8})
     games:
       - MinAtar/Breakout
       - {env: Pong, timesteps: 2_000_000, seeds: [0]}   # per-game overrides
@@ -35,6 +35,7 @@ import yaml
 
 from ..rl.config import AGENTS, load_agent
 from ..rl.envs import resolve_env
+from ..utils.config import as_overrides, check_keys, merge
 
 #: keys a game entry may set, besides ``env``
 GAME_KEYS = ("timesteps", "seeds", "eval_freq", "eval_episodes", "checkpoint_freq", "n_envs", "hp")
@@ -45,31 +46,22 @@ def _fail(source: str, message: str) -> None:
 
 
 def _check_keys(data: dict, allowed: tuple[str, ...] | list[str], where: str, source: str) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        _fail(source, f"unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+    try:
+        check_keys(data, sorted(allowed), where=where)
+    except ValueError as e:
+        _fail(source, str(e))
 
 
-def _hp_list(value: Any, where: str, source: str) -> list[str]:
-    """``["a=1", "b.c=x"]`` as given, or a mapping ``{a: 1, b: {c: x}}`` flattened to that form."""
-    if value is None:
-        return []
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    if isinstance(value, dict):
-        out = []
-
-        def flatten(prefix: str, node: Any) -> None:
-            if isinstance(node, dict) and node:
-                for k, v in node.items():
-                    flatten(f"{prefix}.{k}" if prefix else str(k), v)
-            else:  # JSON is YAML: parse_overrides reads it back as the same value
-                out.append(f"{prefix}={json.dumps(node)}")
-
-        flatten("", value)
-        return out
-    _fail(source, f"hp in {where} must be a list of key=value strings or a mapping, got {value!r}")
-    return []
+def _hp(value: Any, where: str, source: str) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` or a mapping ``{a: 1, b: {c: x}}``, as the nested mapping of overrides both mean
+    (:func:`rims_rl.utils.config.as_overrides`)."""
+    if value is not None and not isinstance(value, (list, dict)):
+        _fail(source, f"hp in {where} must be a list of key=value strings or a mapping, got {value!r}")
+    try:
+        return as_overrides(value, f"hp in {where}")
+    except ValueError as e:
+        _fail(source, str(e))
+    return {}
 
 
 def _seeds(value: Any, where: str, source: str) -> list[int]:
@@ -95,12 +87,12 @@ class AgentSpec:
 
     :param label: the name shown in the report (``rim``, ``rim_k4``)
     :param agent: the preset in ``agents/`` (``rim``, ``lstm``, ``ppo``)
-    :param hp: ``key=value`` overrides for this agent only
+    :param hp: overrides for this agent only, a nested mapping (``{"policy_kwargs": {"rim_kwargs": {"k_active": 4}}}``)
     """
 
     label: str
     agent: str
-    hp: tuple[str, ...] = ()
+    hp: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,7 @@ class GameSpec:
     :param eval_episodes: whole games per evaluation (``None``: the preset's)
     :param checkpoint_freq: env steps between checkpoints (``None``: the preset's)
     :param n_envs: parallel envs (``None``: the preset's)
-    :param hp: ``key=value`` overrides for this game
+    :param hp: overrides for this game, a nested mapping
     """
 
     env: str
@@ -126,7 +118,7 @@ class GameSpec:
     eval_episodes: int | None = None
     checkpoint_freq: int | None = None
     n_envs: int | None = None
-    hp: tuple[str, ...] = ()
+    hp: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,7 +131,9 @@ class Cell:
     :param seed: the seed
     :param timesteps: env steps
     :param n_envs: parallel envs (``None``: the preset's)
-    :param hp: every ``key=value`` override (grid, game, agent, evaluation schedule; later wins)
+    :param hp: every override (grid, game, agent, evaluation schedule; later wins), one nested mapping, given
+        as it is to :func:`rims_rl.rl.config.load_agent` (through ``rims_rl.rl.training.resolve_config`` and
+        ``train``) and written to the run's ``cell.yaml``
     :param run_dir: ``<runs_dir>/<game>/<label>-s<seed>``
     """
 
@@ -149,7 +143,7 @@ class Cell:
     seed: int
     timesteps: int
     n_envs: int | None
-    hp: tuple[str, ...]
+    hp: dict[str, Any]
     run_dir: Path
 
     @property
@@ -173,7 +167,7 @@ class GridConfig:
     :param baseline: ... over this one
     :param bootstrap_reps: stratified-bootstrap replications of the aggregate CIs
     :param description: free text, copied into the report
-    :param hp: ``key=value`` overrides for every agent and game
+    :param hp: overrides for every agent and game, a nested mapping
     """
 
     name: str
@@ -188,7 +182,7 @@ class GridConfig:
     baseline: str | None = None
     bootstrap_reps: int = 2000
     description: str = ""
-    hp: tuple[str, ...] = ()
+    hp: dict[str, Any] = field(default_factory=dict)
     source: str = field(default="config", repr=False)
 
     TOP_KEYS = ("name", "description", "agents", "games", "seeds", "timesteps", "eval_freq", "eval_episodes",
@@ -216,7 +210,7 @@ class GridConfig:
             _fail(source, f"name must be a non-empty string without '/', got {name!r}")
 
         agents = cls._agents(data["agents"], source)
-        top_hp = _hp_list(data.get("hp"), "the grid", source)
+        top_hp = _hp(data.get("hp"), "the grid", source)
         defaults = {"timesteps": data.get("timesteps"), "seeds": data.get("seeds", 1)}
         for key in ("eval_freq", "eval_episodes", "checkpoint_freq", "n_envs"):
             defaults[key] = data.get(key)
@@ -242,7 +236,7 @@ class GridConfig:
             device=str(data.get("device", "cpu")), runs_dir=runs_dir, results_dir=results_dir,
             treatment=treatment, baseline=baseline,
             bootstrap_reps=_positive_int(report.get("bootstrap_reps", 2000), "bootstrap_reps", "report", source),
-            description=str(data.get("description", "")), hp=tuple(top_hp), source=source,
+            description=str(data.get("description", "")), hp=top_hp, source=source,
         )
         config.cells()  # resolves every cell's preset now: a bad --hp key fails before anything runs
         return config
@@ -264,7 +258,7 @@ class GridConfig:
             preset = spec.get("agent", label)
             if preset not in AGENTS:
                 _fail(source, f"unknown agent {preset!r}; known: {', '.join(AGENTS)}")
-            out.append(AgentSpec(label, preset, tuple(_hp_list(spec.get("hp"), f"agent {label!r}", source))))
+            out.append(AgentSpec(label, preset, _hp(spec.get("hp"), f"agent {label!r}", source)))
         return out
 
     @staticmethod
@@ -298,7 +292,7 @@ class GridConfig:
                     optional[key] = _positive_int(merged[key], key, where, source)
             out.append(GameSpec(env=env, kind=kind, timesteps=_positive_int(merged["timesteps"], "timesteps", where, source),
                                 seeds=tuple(_seeds(merged["seeds"], where, source)),
-                                hp=tuple(_hp_list(entry.get("hp"), where, source)), **optional))
+                                hp=_hp(entry.get("hp"), where, source), **optional))
         return out
 
     def cells(self) -> list[Cell]:
@@ -314,16 +308,17 @@ class GridConfig:
                 if i >= len(game.seeds):
                     continue
                 seed = game.seeds[i]
-                schedule = tuple(f"{k}={getattr(game, k)}" for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
-                                 if getattr(game, k) is not None)
+                schedule = {k: getattr(game, k) for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
+                            if getattr(game, k) is not None}
                 for agent in self.agents:
-                    hp = self.hp + game.hp + agent.hp + schedule
-                    if (agent.agent, game.kind, hp) not in checked:  # reading a preset takes ~10 ms
+                    hp = merge(merge(merge(self.hp, game.hp), agent.hp), schedule)
+                    key = (agent.agent, game.kind, json.dumps(hp, sort_keys=True, default=str))
+                    if key not in checked:  # reading a preset takes ~10 ms
                         try:
-                            load_agent(agent.agent, game.kind, list(hp))
+                            load_agent(agent.agent, game.kind, hp)
                         except ValueError as e:
                             _fail(self.source, f"agent {agent.label!r} on {game.env}: {e}")
-                        checked.add((agent.agent, game.kind, hp))
+                        checked.add(key)
                     cells.append(Cell(agent.label, agent.agent, game.env, seed, game.timesteps, game.n_envs, hp,
                                       self.runs_dir / game.env.replace("/", "-") / f"{agent.label}-s{seed}"))
         return cells

@@ -20,7 +20,8 @@ Run directories are read and written through :mod:`rims_rl.utils.run_dir`.
 - Ctrl-C (or SIGTERM to the grid process) asks every running cell to save a checkpoint and stop; run
   the same command again to continue.
 
-Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid),
+Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid, and its overrides as
+one mapping; files written before issue 20 hold them as a list of ``key=value`` strings; both are YAML),
 ``timing.json`` and ``train.log`` (the cell's stdout and stderr).
 """
 
@@ -103,7 +104,7 @@ def _cell_config(cell: Cell):
     """The cell's resolved configuration, as ``train`` resolves a new run's."""
     from ..rl.training import resolve_config
 
-    return resolve_config(cell.env, cell.agent, list(cell.hp), cell.timesteps, cell.n_envs)
+    return resolve_config(cell.env, cell.agent, cell.hp, cell.timesteps, cell.n_envs)
 
 
 def _check_existing(cell: Cell) -> str | None:
@@ -175,11 +176,11 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
             if problem:
                 raise ValueError(problem)
             atomic_write_text(yaml.safe_dump({"label": cell.label, "agent": cell.agent, "env": cell.env,
-                                              "seed": cell.seed, "timesteps": cell.timesteps, "hp": list(cell.hp)},
+                                              "seed": cell.seed, "timesteps": cell.timesteps, "hp": cell.hp},
                                              sort_keys=False), cell.run_dir / CELL_FILE)
             torch.set_num_threads(threads)
             # train takes the same lock again (shared by this RunDir) and writes done.json at the end
-            train(cell.env, cell.agent, cell.seed, cell.timesteps, cell.n_envs, device, run, list(cell.hp),
+            train(cell.env, cell.agent, cell.seed, cell.timesteps, cell.n_envs, device, run, cell.hp,
                   resume=run.status() == "partial", progress=False,
                   callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)])
             return "trained"

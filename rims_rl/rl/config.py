@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import yaml
 
+from ..utils.config import as_overrides, build_dataclass, merge, parse_overrides  # noqa: F401 -- parse_overrides: re-exported
+
 AGENTS_DIR = Path(__file__).resolve().parents[2] / "agents"
 #: ``--agent`` names -> preset files
 AGENTS = {"rim": "rim_ppo.yaml", "lstm": "lstm_ppo.yaml", "ppo": "ppo.yaml"}
@@ -60,11 +62,7 @@ class AgentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "AgentConfig":
         """:raises ValueError: unknown keys (listing the allowed ones) or values of the wrong type"""
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown hyperparameter(s) {unknown} in {source}; allowed: {allowed}")
-        config = cls(**data)
+        config = build_dataclass(cls, data, "hyperparameter(s)", source)
         config.validate(source)
         return config
 
@@ -108,42 +106,13 @@ def schedule(value: float | str, name: str = "value") -> float | Callable[[float
     raise ValueError(f"{name} must be a number or 'lin_<number>', got {value!r}")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["learning_rate=1e-4", "policy_kwargs.rim_kwargs.k_active=4"]`` -> a nested dict; values are YAML.
+def load_agent(agent: str, env_kind: str, overrides: list[str] | dict[str, Any] | None = None) -> AgentConfig:
+    """The preset of ``agent`` for ``env_kind`` (``"atari"`` or ``"minatar"``), with overrides.
 
-    :raises ValueError: an item without ``=``
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--hp expects key=value, got {item!r}")
-        value = yaml.safe_load(raw) if raw else None
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_agent(agent: str, env_kind: str, overrides: list[str] | None = None) -> AgentConfig:
-    """The preset of ``agent`` for ``env_kind`` (``"atari"`` or ``"minatar"``), with ``--hp`` overrides.
+    :param agent: a key of :data:`AGENTS`
+    :param env_kind: the preset's section
+    :param overrides: ``--hp`` ``KEY=VALUE`` strings or the same as a nested mapping
+        (:func:`rims_rl.utils.config.as_overrides`)
 
     :raises ValueError: unknown agent (listing the known ones), unknown or malformed hyperparameters
     """
@@ -154,5 +123,5 @@ def load_agent(agent: str, env_kind: str, overrides: list[str] | None = None) ->
         presets = yaml.safe_load(f)
     if env_kind not in presets:
         raise ValueError(f"{path.name} has no {env_kind!r} section; it has {sorted(presets)}")
-    data = _merge(presets[env_kind], parse_overrides(overrides or []))
+    data = merge(presets[env_kind], as_overrides(overrides))
     return AgentConfig.from_dict(data, source=f"{path.name} [{env_kind}] with --hp {overrides or []}")

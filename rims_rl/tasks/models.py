@@ -21,24 +21,30 @@ MODELS = ("rim", "lstm", "gru")
 class CoreConfig:
     """The recurrent core of a task model; defaults are the sizes used here (shrunk from the paper).
 
+    The RIM's arguments have :class:`rims_rl.core.RIM`'s names (``hidden_size``, ``cell``); the LSTM/GRU
+    baseline's size is ``lstm_hidden_size``, as in the RL policies. Configs saved before these names
+    (``unit_size``, ``rim_cell``, ``hidden_size`` for the baseline) are read through
+    :func:`rims_rl.tasks.training.upgrade_config`.
+
     :param model: ``"rim"``, ``"lstm"`` or ``"gru"``
     :param num_units: RIM mechanisms U (paper: 6)
-    :param k_active: RIM mechanisms active per step (paper: 4)
-    :param unit_size: RIM hidden size H per mechanism (32 here, smaller than the paper's, to fit 2 CPU cores)
+    :param k_active: RIM mechanisms active per step (paper: 4 for the sequence tasks; RL uses 5, see
+        :data:`rims_rl.rl.cores.RL_RIM_DEFAULTS`)
+    :param hidden_size: RIM hidden size H per mechanism (32 here, smaller than the paper's 100, to fit 2 CPU cores)
     :param input_value_size: RIM input attention value size (paper: 400; 64 here)
-    :param rim_cell: cell inside each mechanism, ``"lstm"`` or ``"gru"``
-    :param hidden_size: LSTM/GRU hidden size; ``None`` = ``num_units * unit_size`` (same state size
-        as the RIM, as in the paper's comparison)
+    :param cell: cell inside each mechanism, ``"lstm"`` or ``"gru"``
+    :param lstm_hidden_size: hidden size of the LSTM/GRU baseline (``model="lstm"`` or ``"gru"``);
+        ``None`` = ``num_units * hidden_size`` (same state size as the RIM, as in the paper's comparison)
     :param rim_kwargs: further keyword arguments for :class:`rims_rl.core.RIM` (attention sizes, dropout)
     """
 
     model: str = "rim"
     num_units: int = 6
     k_active: int = 4
-    unit_size: int = 32
+    hidden_size: int = 32
     input_value_size: int = 64
-    rim_cell: str = "lstm"
-    hidden_size: int | None = None
+    cell: str = "lstm"
+    lstm_hidden_size: int | None = None
     rim_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -77,16 +83,16 @@ class RecurrentCore(nn.Module):
         if self.kind == "rim":
             self.rnn = RIM(
                 input_size,
-                config.unit_size,
+                config.hidden_size,
                 config.num_units,
                 config.k_active,
-                cell=config.rim_cell,
+                cell=config.cell,
                 input_value_size=config.input_value_size,
                 **config.rim_kwargs,
             )
             self.output_size = self.rnn.output_size
         else:
-            hidden = config.hidden_size or config.num_units * config.unit_size
+            hidden = config.lstm_hidden_size or config.num_units * config.hidden_size
             self.rnn = (nn.LSTM if self.kind == "lstm" else nn.GRU)(input_size, hidden)
             self.output_size = hidden
 

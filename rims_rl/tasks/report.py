@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .models import CoreConfig
+from .training import upgrade_config
 
 # The headline metrics per task (paper Table 1 / 2 and Section 4.2), in display order.
 HEADLINE = {
@@ -42,7 +43,7 @@ def collect(runs_dir: str | Path) -> list[dict]:
     """
     runs = []
     for metrics in sorted(Path(runs_dir).glob("*/metrics.json")):
-        config = json.loads((metrics.parent / "config.json").read_text())
+        config = upgrade_config(json.loads((metrics.parent / "config.json").read_text()))  # any version
         rows = json.loads(metrics.read_text())
         if rows:
             runs.append({"name": metrics.parent.name, "task": config["task"], "model": config["model"],
@@ -53,17 +54,18 @@ def collect(runs_dir: str | Path) -> list[dict]:
 
 
 def _settings(config: dict) -> dict:
-    """The settings that make runs comparable: the config less seed, threads and the data folder, flattened
-    (``core.unit_size``, ``options.train_gap``; a missing ``lr_schedule`` is the old default, constant).
-    Core sizes are the effective ones, defaults filled in: a RIM's mechanism sizes, an LSTM's or GRU's hidden
-    size (``num_units * unit_size`` unless set), so labels read ``core.hidden_size=192``, not ``default``."""
+    """The settings that make runs comparable: the config (today's vocabulary, :func:`upgrade_config`) less
+    seed, threads, version and the data folder, flattened (``core.hidden_size``, ``options.train_gap``; a
+    missing ``lr_schedule`` is the old default, constant). Core sizes are the effective ones, defaults filled
+    in: a RIM's mechanism sizes, an LSTM's or GRU's size (``num_units * hidden_size`` unless set), so labels
+    read ``core.lstm_hidden_size=192``, not ``default``."""
     out = {"lr_schedule": "constant"}
     for key, value in config.items():
         if key == "options":
             out.update({f"{key}.{k}": v for k, v in value.items() if k != "data_dir"})
         elif key == "core":
             out.update({f"core.{k}": v for k, v in _core_sizes(config["model"], value).items()})
-        elif key not in ("seed", "num_threads", "task", "model"):
+        elif key not in ("seed", "num_threads", "task", "model", "version"):
             out[key] = value
     return out
 
@@ -73,9 +75,9 @@ def _core_sizes(model: str, core: dict) -> dict:
     sizes = dataclasses.asdict(CoreConfig(model=model, **core))
     del sizes["model"]
     if model == "rim":
-        del sizes["hidden_size"]
+        del sizes["lstm_hidden_size"]
         return sizes
-    return {"hidden_size": sizes["hidden_size"] or sizes["num_units"] * sizes["unit_size"]}
+    return {"lstm_hidden_size": sizes["lstm_hidden_size"] or sizes["num_units"] * sizes["hidden_size"]}
 
 
 def _label_variants(runs: list[dict]) -> None:

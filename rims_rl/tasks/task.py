@@ -1,28 +1,13 @@
-"""The interface every supervised task implements, and option parsing shared by all tasks."""
+"""The interface every supervised task implements."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
+from ..utils.config import build_dataclass
 from .models import CoreConfig
-
-
-def build_dataclass(cls, values: dict[str, Any] | None, what: str):
-    """Build dataclass ``cls`` from ``values``, rejecting unknown keys with the list of allowed ones.
-
-    :param cls: a dataclass type
-    :param values: keyword values; ``None`` = all defaults
-    :param what: name used in the error message (e.g. ``"copying option"``)
-    """
-    values = dict(values or {})
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; allowed: {allowed}")
-    return cls(**values)
 
 
 def to_model_device(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -47,9 +32,9 @@ class SupervisedTask:
 
     def __init__(self, options: dict | Any | None = None, core: dict | CoreConfig | None = None):
         self.options = options if isinstance(options, self.Options) else build_dataclass(
-            self.Options, options, f"{self.name} option"
+            self.Options, options, f"{self.name} option(s)"
         )
-        self.core = core if isinstance(core, CoreConfig) else build_dataclass(CoreConfig, core, "model option")
+        self.core = core if isinstance(core, CoreConfig) else build_dataclass(CoreConfig, core, "core key(s)")
 
     def make_model(self) -> torch.nn.Module:
         """The task's model with the configured core."""

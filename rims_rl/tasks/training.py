@@ -21,18 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
+from ..utils.config import as_overrides, build_dataclass, merge
 from ..utils.run_dir import LOCK_FILE, RunDir, atomic_torch_save, atomic_write_text
 from .balls import BallsTask
 from .copying import CopyingTask
 from .mnist import MnistTask
 from .models import MODELS, drop_parameters_absent_from
-from .task import SupervisedTask, build_dataclass
+from .task import SupervisedTask
 
 LR_SCHEDULES = ("constant", "cosine")
-__all__ = ["LOCK_FILE", "LR_SCHEDULES", "TASKS", "TrainConfig", "parse_key_values", "resolve_device", "train",
-           "train_step"]
+__all__ = ["CONFIG_VERSION", "LOCK_FILE", "LR_SCHEDULES", "PRESETS_DIR", "TASKS", "TrainConfig", "load_preset",
+           "resolve_device", "train", "train_step", "upgrade_config"]
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
+#: the vocabulary of configs written now (:attr:`TrainConfig.version`)
+CONFIG_VERSION = 2
+#: version-1 names of ``core`` keys -> today's (applied at once: v1 ``hidden_size`` is the baseline's size)
+_V1_CORE_NAMES = {"unit_size": "hidden_size", "rim_cell": "cell", "hidden_size": "lstm_hidden_size"}
+#: ``<task>.yaml``: each task's preset (TrainConfig keys), beside the agents' presets
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "agents" / "supervised"
 
 
 @dataclass
@@ -53,6 +61,8 @@ class TrainConfig:
     :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is; a resumed run may change it)
     :param core: :class:`~rims_rl.tasks.models.CoreConfig` fields except ``model``
     :param options: the task's option fields (e.g. ``train_gap`` for copying)
+    :param version: the vocabulary of ``core`` (:data:`CONFIG_VERSION`); a saved config without it is older
+        and is read through :func:`upgrade_config` (:meth:`from_saved`)
     """
 
     task: str = "copying"
@@ -67,8 +77,12 @@ class TrainConfig:
     num_threads: int | None = None
     core: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    version: int = CONFIG_VERSION
 
     def __post_init__(self):
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"version must be {CONFIG_VERSION} (older saved configs are read with "
+                             f"TrainConfig.from_saved), got {self.version!r}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; allowed: {sorted(TASKS)}")
         if self.model not in MODELS:
@@ -84,7 +98,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict (``config.json``), rejecting unknown keys."""
-        return build_dataclass(cls, values, "train config key")
+        return build_dataclass(cls, values, "train config key(s)")
+
+    @classmethod
+    def from_saved(cls, values: dict) -> TrainConfig:
+        """Build from a saved ``config.json`` of any version (:func:`upgrade_config`), rejecting unknown keys."""
+        return cls.from_dict(upgrade_config(values))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,22 +119,39 @@ class TrainConfig:
         return TASKS[self.task](self.options, {"model": self.model, **self.core})
 
 
-def parse_key_values(items: list[str], flag: str) -> dict:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON, else kept as strings).
+def upgrade_config(values: dict) -> dict:
+    """A saved supervised config (``config.json``, a checkpoint's ``config``) in today's vocabulary: the one place
+    where old names are translated, so that runs saved before a rename still resume and report.
 
-    :param items: ``KEY=VALUE`` strings from the command line
-    :param flag: the option's name, for the error message (e.g. ``"--opt"``)
+    Version 1 (no ``version`` key) named the RIM's per-mechanism size ``core.unit_size``, its cell
+    ``core.rim_cell`` and the LSTM/GRU baseline's size ``core.hidden_size``; version 2 names them as
+    :class:`rims_rl.core.RIM`'s arguments, ``hidden_size`` and ``cell``, and the baseline's ``lstm_hidden_size``.
+
+    :param values: the saved mapping (not changed)
+    :return: a new mapping with ``version`` = :data:`CONFIG_VERSION`
     """
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    values = dict(values)
+    if "version" not in values:
+        values["core"] = {_V1_CORE_NAMES.get(k, k): v for k, v in (values.get("core") or {}).items()}
+        values["version"] = CONFIG_VERSION
+    return values
+
+
+def load_preset(task: str, overrides: list[str] | dict | None = None, **values) -> TrainConfig:
+    """The config of a new run of ``task``: its preset (``agents/supervised/<task>.yaml``), then ``values``
+    (``model``, ``seed``...), then ``overrides`` (``--hp``).
+
+    :param task: a key of :data:`TASKS`
+    :param overrides: ``KEY=VALUE`` strings (dotted: ``core.hidden_size=64``) or the same as a nested mapping
+    :param values: further :class:`TrainConfig` values, applied before ``overrides``
+    :raises ValueError: an unknown task, or unknown keys (of the preset, ``values`` or ``overrides``)
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {sorted(TASKS)}")
+    path = PRESETS_DIR / f"{task}.yaml"
+    preset = yaml.safe_load(path.read_text()) or {}
+    data = merge(merge(preset, {"task": task, **values}), as_overrides(overrides))
+    return build_dataclass(TrainConfig, data, "train config key(s)", f"{path.name} or its overrides")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -195,7 +231,7 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
 
     config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     if config_path.exists():
-        saved = _normalise(TrainConfig.from_dict(json.loads(config_path.read_text())))  # fills new defaults
+        saved = _normalise(TrainConfig.from_saved(json.loads(config_path.read_text())))  # fills new defaults
         # more (or fewer) steps may be asked, and another thread count (like the device, not part of the result)
         if {**saved, "steps": config.steps, "num_threads": config.num_threads} != _normalise(config):
             raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "

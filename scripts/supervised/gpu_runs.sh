@@ -29,7 +29,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
 B="$PY benchmarks/supervised_step.py --device $DEVICE --repeats ${REPEATS:-10}"
 # 1. step times under the runs' concurrency
 for i in 1 2 3; do $B --task mnist --data-dir $MNIST --batch-size 128 --models rim > $OUT/t$i.txt 2>&1 & done
-$B --task copying --core unit_size=100 --models rim > $OUT/t4.txt 2>&1 &
+$B --task copying --hp core.hidden_size=100 --models rim > $OUT/t4.txt 2>&1 &
 wait
 $B --task mnist --data-dir $MNIST --batch-size 128 --models lstm > $OUT/t5.txt 2>&1
 cat $OUT/t?.txt
@@ -44,7 +44,7 @@ for s in 0 1 2; do
   run mnist-rim-b128-s$s --task mnist --model rim --seed $s --data-dir $MNIST --batch-size 128 --lr-schedule cosine --steps $STEPS &
   run mnist-lstm-b128-s$s --task mnist --model lstm --seed $s --data-dir $MNIST --batch-size 128 --lr-schedule cosine --steps $STEPS &
 done
-run copying-rim-cosine-u100-s0 --task copying --model rim --seed 0 --lr-schedule cosine --core unit_size=100 &
+run copying-rim-cosine-u100-s0 --task copying --model rim --seed 0 --lr-schedule cosine --hp core.hidden_size=100 &
 wait
 for d in $R/mnist-*-b128-s? $R/copying-rim-cosine-u100-s0; do
   n=$(basename $d); tail -n 2 $d/train.log | cut -c1-400

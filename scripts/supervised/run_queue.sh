@@ -31,14 +31,14 @@ run copying-rim-cosine-s0  --task copying --model rim  --seed 0 --lr-schedule co
 run copying-lstm-cosine-s0 --task copying --model lstm --seed 0 --lr-schedule cosine
 # Session 6: mechanisms of the paper's size (6 x 100 = the authors' --nhid 600; its first 3,500 steps ran on a
 # lent GPU, see scripts/supervised/gpu_runs.sh) and the LSTM of the same size, then the rest
-run copying-rim-cosine-u100-s0 --task copying --model rim --seed 0 --lr-schedule cosine --core unit_size=100
-run copying-lstm-cosine-h600-s0 --task copying --model lstm --seed 0 --lr-schedule cosine --core hidden_size=600
+run copying-rim-cosine-u100-s0 --task copying --model rim --seed 0 --lr-schedule cosine --hp core.hidden_size=100
+run copying-lstm-cosine-h600-s0 --task copying --model lstm --seed 0 --lr-schedule cosine --hp core.lstm_hidden_size=600
 for s in 1 2; do  # ~3 h (RIM) and ~2 h (LSTM) each on one core here; ~20 min of a GPU for the RIM
-  run copying-rim-cosine-u100-s$s --task copying --model rim --seed $s --lr-schedule cosine --core unit_size=100
-  run copying-lstm-cosine-h600-s$s --task copying --model lstm --seed $s --lr-schedule cosine --core hidden_size=600
+  run copying-rim-cosine-u100-s$s --task copying --model rim --seed $s --lr-schedule cosine --hp core.hidden_size=100
+  run copying-lstm-cosine-h600-s$s --task copying --model lstm --seed $s --lr-schedule cosine --hp core.lstm_hidden_size=600
 done
 # cosine alone did not help (gap-50 CE still ~0.48 at the end): larger mechanisms (the paper's are 100 units)
-run copying-rim-cosine-u64-s0 --task copying --model rim --seed 0 --lr-schedule cosine --core unit_size=64
+run copying-rim-cosine-u64-s0 --task copying --model rim --seed 0 --lr-schedule cosine --hp core.hidden_size=64
 run copying-rim-cosine-s1  --task copying --model rim  --seed 1 --lr-schedule cosine
 run copying-lstm-cosine-s1 --task copying --model lstm --seed 1 --lr-schedule cosine
 run copying-rim-cosine-s2  --task copying --model rim  --seed 2 --lr-schedule cosine

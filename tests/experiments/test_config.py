@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rims_rl.experiments.config import GridConfig, load_grid
-from rims_rl.rl.config import load_agent, parse_overrides
+from rims_rl.rl.config import load_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,9 +38,11 @@ def test_cells_resolve_every_override(tmp_path):
         ("MinAtar/Breakout", "rim", 1, 1000), ("MinAtar/Breakout", "lstm", 1, 1000)]
     assert cells[0].run_dir == tmp_path / "runs/g/MinAtar-Breakout/rim-s0"
     assert config.results_dir == tmp_path / "results/g"
-    pong = load_agent("rim", "atari", list(cells[2].hp))
+    pong = load_agent("rim", "atari", cells[2].hp)
     assert (pong.n_steps, pong.eval_freq, pong.eval_episodes, pong.policy_kwargs["enable_critic_lstm"]) == (64, 100, 3, False)
-    assert parse_overrides(list(cells[0].hp))["policy_kwargs"] == {"enable_critic_lstm": False}
+    assert cells[0].hp["policy_kwargs"] == {"enable_critic_lstm": False}  # one mapping, not key=value strings
+    assert cells[2].hp == {"n_steps": 64, "policy_kwargs": {"enable_critic_lstm": False}, "eval_freq": 100,
+                           "eval_episodes": 3}
 
 
 def test_labelled_variants_of_one_preset(tmp_path):
@@ -49,7 +51,8 @@ def test_labelled_variants_of_one_preset(tmp_path):
                                   root=tmp_path)
     cell = config.cells()[0]
     assert (cell.label, cell.agent, cell.run_dir.name) == ("rim_k4", "rim", "rim_k4-s0")
-    assert load_agent("rim", "minatar", list(cell.hp)).policy_kwargs["rim_kwargs"]["k_active"] == 4
+    assert cell.hp == {"policy_kwargs": {"rim_kwargs": {"k_active": 4}}}
+    assert load_agent("rim", "minatar", cell.hp).policy_kwargs["rim_kwargs"]["k_active"] == 4
     assert (config.treatment, config.baseline) == ("rim_k4", "rim")
 
 

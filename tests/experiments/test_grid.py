@@ -97,6 +97,8 @@ def test_stopped_grid_resumes_from_checkpoints_then_skips_finished_cells(tmp_pat
     result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
     assert sorted(result.skipped) == sorted(c.name for c in cells.values()) and not result.trained
     assert all(run.finished for run in collect_runs(tmp_path / "runs"))
+    for cell in cells.values():  # the cell's overrides, one mapping (the one given to train)
+        assert yaml.safe_load((cell.run_dir / "cell.yaml").read_text())["hp"] == cell.hp
 
 
 def test_a_cell_locked_by_another_process_is_left_alone(tmp_path):
@@ -129,7 +131,7 @@ def test_a_run_directory_holding_another_configuration_is_refused(tmp_path, caps
     config_path = tiny_grid(tmp_path, timesteps=64, agents=("rim",))
     (cell,) = load_grid(config_path).cells()
     saved = run_config(cell.env, cell.agent, cell.seed,
-                       resolve_config(cell.env, cell.agent, list(cell.hp), cell.timesteps, cell.n_envs))
+                       resolve_config(cell.env, cell.agent, cell.hp, cell.timesteps, cell.n_envs))
     saved["hyperparameters"]["policy_kwargs"]["rim_kwargs"]["k_active"] = 4
     cell.run_dir.mkdir(parents=True)
     (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))

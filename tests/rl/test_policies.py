@@ -174,7 +174,7 @@ def test_loading_weights_of_another_configuration_raises_a_clear_error():
     "policy_cls, kwargs, match",
     [
         (MlpRimPolicy, dict(core="transformer"), r"core must be one of \('rim', 'lstm'\), got 'transformer'"),
-        (MlpRimPolicy, dict(rim_kwargs=dict(num_unit=6)), r"unknown rim_kwargs \['num_unit'\]; allowed keys: .*'num_units'"),
+        (MlpRimPolicy, dict(rim_kwargs=dict(num_unit=6)), r"unknown rim_kwargs \['num_unit'\]; allowed: .*'num_units'"),
         (MlpRimPolicy, dict(rim_kwargs=dict(k_active=9)), r"k_active must be an integer in 1..num_units=6, got 9"),
         (MlpRimPolicy, dict(rim_kwargs=dict(num_units=0)), r"num_units'\] must be a positive integer, got 0"),
         (MlpRimPolicy, dict(input_elements="pixels"), r"input_elements must be one of \('vector', 'spatial'\)"),

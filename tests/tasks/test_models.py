@@ -7,7 +7,7 @@ from rims_rl.tasks import CopyingTask, TrainConfig, copying_batch, copying_metri
 from rims_rl.tasks.balls import BallsTask, rollout_bce
 from rims_rl.tasks.mnist import MnistTask, save_idx
 
-SMALL = {"num_units": 4, "k_active": 2, "unit_size": 16, "input_value_size": 32}
+SMALL = {"num_units": 4, "k_active": 2, "hidden_size": 16, "input_value_size": 32}
 
 
 def _mnist_dir(tmp_path):
@@ -88,7 +88,7 @@ def test_small_copying_model_learns_to_copy(model):
     (float differences between CPUs change a fixed seed's trajectory)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    core = {"model": model, "num_units": 4, "k_active": 3, "unit_size": 32, "input_value_size": 64,
+    core = {"model": model, "num_units": 4, "k_active": 3, "hidden_size": 32, "input_value_size": 64,
             "rim_kwargs": {"input_dropout": 0.0, "comm_dropout": 0.0}}
     task = CopyingTask({"copy_length": 3, "train_gap": 5, "num_symbols": 4, "loss_on": "copy"}, core)
     net = task.make_model()
@@ -113,8 +113,8 @@ def test_checkpoint_without_query_bias_resumes_as_it_was_trained():
     from rims_rl.tasks.models import CoreConfig, CopyingModel, drop_parameters_absent_from
 
     torch.manual_seed(0)
-    old = CopyingModel(10, CoreConfig(unit_size=8, rim_kwargs=dict(query_bias=False))).eval()
-    new = CopyingModel(10, CoreConfig(unit_size=8)).eval()
+    old = CopyingModel(10, CoreConfig(hidden_size=8, rim_kwargs=dict(query_bias=False))).eval()
+    new = CopyingModel(10, CoreConfig(hidden_size=8)).eval()
     assert len(list(new.parameters())) == len(list(old.parameters())) + 1
     removed = drop_parameters_absent_from(new, old.state_dict())
     assert removed == ["core.rnn.layers.0.input_attention.query.bias"]

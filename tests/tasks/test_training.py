@@ -11,7 +11,7 @@ from rims_rl.tasks import training as training_module
 from rims_rl.tasks.copying import CopyingTask
 from rims_rl.utils import atomic_torch_save, atomic_write_text
 
-CORE = {"num_units": 4, "k_active": 2, "unit_size": 8, "input_value_size": 16}
+CORE = {"num_units": 4, "k_active": 2, "hidden_size": 8, "input_value_size": 16}
 OPTIONS = {"copy_length": 2, "train_gap": 3, "num_symbols": 3, "test_gaps": [3, 6], "eval_sequences": 16}
 
 
@@ -133,7 +133,10 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
         (["--task", "mnist", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")],
          "looked for t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"),
         (["--resume", str(tmp_path / "nothing")], "no config.json there"),
-        (["--task", "copying", "--opt", "gap"], "--opt expects KEY=VALUE"),
+        (["--task", "copying", "--hp", "options.gap"], "--hp expects key=value"),
+        (["--task", "copying", "--hp", "options.gapp=3", "--run-dir", str(tmp_path / "r")],
+         "unknown copying option(s) ['gapp']; allowed: "),
+        (["--task", "copying", "--hp", "stepz=3"], "unknown train config key(s) ['stepz'] in copying.yaml or its overrides; allowed: "),
         (["--task", "copying", "--device", "gpu", "--run-dir", str(tmp_path / "r")],
          "unknown --device 'gpu'; allowed: cpu, cuda, cuda:N"),
     ]
@@ -230,11 +233,11 @@ def test_a_run_in_use_by_another_process_is_refused(tmp_path):
 def test_report_labels_name_the_effective_core_sizes():
     from rims_rl.tasks.report import _settings
 
-    lstm = _settings({"task": "copying", "model": "lstm", "seed": 0, "core": {"num_units": 4, "unit_size": 8}})
-    assert lstm["core.hidden_size"] == 32 and "core.unit_size" not in lstm  # the LSTM's size, not the RIM's
-    assert _settings({"task": "copying", "model": "lstm", "core": {"hidden_size": 600}})["core.hidden_size"] == 600
-    rim = _settings({"task": "copying", "model": "rim", "core": {"unit_size": 100}})
-    assert rim["core.unit_size"] == 100 and rim["core.num_units"] == 6 and "core.hidden_size" not in rim
+    lstm = _settings({"task": "copying", "model": "lstm", "seed": 0, "core": {"num_units": 4, "hidden_size": 8}})
+    assert lstm["core.lstm_hidden_size"] == 32 and "core.hidden_size" not in lstm  # the LSTM's size, not the RIM's
+    assert _settings({"task": "copying", "model": "lstm", "core": {"lstm_hidden_size": 600}})["core.lstm_hidden_size"] == 600
+    rim = _settings({"task": "copying", "model": "rim", "core": {"hidden_size": 100}})
+    assert rim["core.hidden_size"] == 100 and rim["core.num_units"] == 6 and "core.lstm_hidden_size" not in rim
 
 
 def test_resume_loads_its_checkpoint_weights_only(tmp_path, monkeypatch):
@@ -245,3 +248,43 @@ def test_resume_loads_its_checkpoint_weights_only(tmp_path, monkeypatch):
                         lambda *args, **kwargs: calls.append(kwargs.get("weights_only")) or real_load(*args, **kwargs))
     rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
     assert calls == [True] and [r["step"] for r in rows] == [3, 6, 9]
+
+
+def test_presets_are_yaml_files_checked_like_every_config(tmp_path, monkeypatch):
+    from rims_rl.tasks.training import TASKS, load_preset
+
+    for task in TASKS:  # every task has a preset that loads, with the paper's-results sizes
+        assert load_preset(task).task == task
+    config = load_preset("copying", ["core.hidden_size=100", "options.train_gap=10"], model="lstm", seed=2)
+    assert (config.model, config.seed, config.steps, config.lr) == ("lstm", 2, 8000, 1e-3)
+    assert (config.core, config.options) == ({"hidden_size": 100}, {"train_gap": 10})
+    monkeypatch.setattr(training_module, "PRESETS_DIR", tmp_path)
+    (tmp_path / "copying.yaml").write_text("steps: 10\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown train config key\(s\) \['learning_rate'\] in copying.yaml"):
+        load_preset("copying")
+
+
+def test_configs_saved_with_the_old_core_names_resume_and_report(tmp_path):
+    from rims_rl.tasks.report import collect
+    from rims_rl.tasks.training import upgrade_config
+
+    old = {"task": "copying", "model": "rim", "core": {"unit_size": 8, "rim_cell": "gru", "num_units": 4}}
+    assert upgrade_config(old) == {"task": "copying", "model": "rim", "version": 2,
+                                   "core": {"hidden_size": 8, "cell": "gru", "num_units": 4}}
+    # version 1's hidden_size was the LSTM baseline's size; today's is the RIM's per-mechanism size
+    assert upgrade_config({"model": "lstm", "core": {"hidden_size": 600}})["core"] == {"lstm_hidden_size": 600}
+    assert upgrade_config(upgrade_config(old)) == upgrade_config(old)  # a version-2 config is left as it is
+    assert old["core"] == {"unit_size": 8, "rim_cell": "gru", "num_units": 4}  # not changed in place
+
+    run = tmp_path / "runs" / "copying-rim-s1"
+    train(_config(), run, progress=False, log=lambda m: None)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["version"] == 2 and saved["core"] == CORE
+    del saved["version"]  # as a run saved before the rename wrote it
+    saved["core"] = {"num_units": 4, "k_active": 2, "unit_size": 8, "input_value_size": 16}
+    (run / "config.json").write_text(json.dumps(saved))
+    assert TrainConfig.from_saved(saved) == _config()
+    assert collect(tmp_path / "runs")[0]["settings"]["core.hidden_size"] == 8
+    rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), run, progress=False, log=lambda m: None)
+    assert [r["step"] for r in rows] == [3, 6, 9]
+    assert json.loads((run / "config.json").read_text())["core"] == CORE  # rewritten in today's names
