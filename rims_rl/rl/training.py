@@ -13,22 +13,20 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.logger import Figure, HParam, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm import tqdm
 
 from ..utils.run_dir import RunDir, atomic_torch_save, atomic_write, check_writable, identity_differences
+from .callbacks import (AtomicCheckpointCallback, EveryNTimestepsAligned, HParamCallback, MechanismHeatmapCallback,
+                        ProgressCallback, RawScoreEvalCallback)
 from .config import AgentConfig, load_agent, schedule
 from .envs import make_atari_env, resolve_env
 from .extractors import MinAtarCNN, SpatialNatureCNN
@@ -120,178 +118,6 @@ def check_buildable(env: str, config: AgentConfig, seed: int = 0) -> dict[str, i
         venv.close()
 
 
-class AtomicCheckpointCallback(BaseCallback):
-    """Saves ``checkpoints/model_<steps>_steps.zip`` every ``save_freq`` env steps, atomically, keeping
-    the newest ``keep``.
-
-    :param save_freq: environment steps between checkpoints (0 = only when interrupted)
-    :param run: the run directory
-    :param keep: how many checkpoints to keep
-    """
-
-    def __init__(self, save_freq: int, run: RunDir, keep: int = 3):
-        super().__init__()
-        self.save_freq, self.run, self.keep = save_freq, run, keep
-        self._next = None
-
-    def _on_training_start(self) -> None:
-        if self.save_freq:
-            self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
-
-    def _on_step(self) -> bool:
-        if self._next is not None and self.num_timesteps >= self._next:
-            self.save()
-            self._next += self.save_freq
-        return True
-
-    def save(self) -> Path:
-        path = self.run.checkpoint_path(self.model.num_timesteps)  # the model may be a step ahead
-        atomic_write(path, self.model.save)
-        for _, old in self.run.checkpoints()[: -self.keep]:
-            old.unlink(missing_ok=True)
-        return path
-
-
-class RawScoreEvalCallback(BaseCallback):
-    """Evaluates every ``eval_freq`` env steps and at the end of training on whole games with raw
-    scores, with SB3's ``evaluate_policy`` (recurrent state handled by ``predict``); appends a row to
-    ``evaluations.csv`` and records ``eval/mean_reward`` (the evaluation at the end, which comes after
-    ``learn``'s last log dump, is written to the logger's outputs at once).
-
-    :param eval_env: the evaluation env (no reward clipping, no episodic life)
-    :param eval_freq: environment steps between evaluations (0 = only at the end)
-    :param n_episodes: games per evaluation
-    :param run: the run directory whose ``evaluations.csv`` gets the rows
-    :param deterministic: greedy actions
-    """
-
-    def __init__(self, eval_env: VecEnv, eval_freq: int, n_episodes: int, run: RunDir, deterministic: bool = False):
-        super().__init__()
-        self.eval_env, self.eval_freq, self.n_episodes, self.run = eval_env, eval_freq, n_episodes, run
-        self.deterministic = deterministic
-        self.last_eval_step = -1
-        self.last_score: float | None = None
-        self._next = None
-
-    def _on_training_start(self) -> None:
-        if self.eval_freq:
-            self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
-
-    def _on_step(self) -> bool:
-        if self._next is not None and self.num_timesteps >= self._next:
-            self.evaluate()
-            self._next += self.eval_freq
-        return True
-
-    def _on_training_end(self) -> None:
-        if self.last_eval_step != self.num_timesteps:
-            self.evaluate()
-            # learn() dumped its last logs before this evaluation: write its values alone now (dumping
-            # everything would log the last update's train/* a second time at this step)
-            values = {k: v for k, v in self.logger.name_to_value.items() if k.startswith("eval/")}
-            for fmt in self.logger.output_formats:
-                fmt.write(values, {k: self.logger.name_to_excluded.get(k, ()) for k in values}, self.num_timesteps)
-            for key in values:
-                del self.logger.name_to_value[key]
-
-    def evaluate(self) -> float:
-        scores, lengths = evaluate_policy(self.model, self.eval_env, self.n_episodes, self.deterministic,
-                                          return_episode_rewards=True, warn=False)
-        row = dict(timesteps=self.num_timesteps, mean_score=float(np.mean(scores)), std_score=float(np.std(scores)),
-                   min_score=float(np.min(scores)), max_score=float(np.max(scores)),
-                   mean_length=float(np.mean(lengths)), episodes=len(scores), wall_time=round(time.time(), 3))
-        self.run.append_evaluation(row)
-        self.logger.record("eval/mean_reward", row["mean_score"])
-        self.logger.record("eval/mean_ep_length", row["mean_length"])
-        self.last_eval_step, self.last_score = self.num_timesteps, row["mean_score"]
-        return row["mean_score"]
-
-
-class MechanismHeatmapCallback(BaseCallback):
-    """Every ``every`` rollouts, logs ``rim/active_mechanisms``: an image of which mechanisms were
-    active (rows) at each step (columns) of the first environments' rollouts. RIM cores only.
-
-    :param every: rollouts between images
-    :param n_envs_shown: environments drawn, one panel each
-    """
-
-    def __init__(self, every: int = 10, n_envs_shown: int = 2):
-        super().__init__()
-        self.every, self.n_envs_shown, self._rollouts = every, n_envs_shown, 0
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        active = getattr(self.model.rollout_buffer, "active", None)
-        if active is None or getattr(self.model.policy, "core_kind", None) != "rim":
-            return
-        self._rollouts += 1
-        if self._rollouts % self.every != 1 and self.every > 1:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        shown = min(self.n_envs_shown, active.shape[1])
-        fig, axes = plt.subplots(shown, 1, figsize=(8, 1.2 * shown + 0.6), squeeze=False)
-        for i in range(shown):
-            ax = axes[i, 0]
-            ax.imshow(active[:, i, :].T, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
-            ax.set_ylabel(f"env {i}\nmechanism")
-        axes[-1, 0].set_xlabel("rollout step")
-        fig.suptitle(f"active mechanisms (black) at {self.num_timesteps} steps")
-        self.logger.record("rim/active_mechanisms", Figure(fig, close=True), exclude=("stdout", "log", "json", "csv"))
-        plt.close(fig)
-
-
-class ProgressCallback(BaseCallback):
-    """A tqdm bar over the run's total steps, with steps/s and the latest scores in its postfix."""
-
-    def __init__(self, total: int, evaluator: RawScoreEvalCallback | None = None):
-        super().__init__()
-        self.total, self.evaluator = total, evaluator
-        self.bar: tqdm | None = None
-
-    def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True, smoothing=0.05)
-        self._t0, self._s0, self._last = time.time(), self.num_timesteps, 0.0
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.num_timesteps - self.bar.n)
-        now = time.time()
-        if now - self._last > 1.0:
-            self._last = now
-            postfix = {"steps/s": f"{(self.num_timesteps - self._s0) / max(now - self._t0, 1e-9):.0f}"}
-            episodes = self.model.ep_info_buffer
-            if episodes:
-                postfix["score"] = f"{np.mean([e['r'] for e in episodes]):.1f}"
-            if self.evaluator is not None and self.evaluator.last_score is not None:
-                postfix["eval"] = f"{self.evaluator.last_score:.1f}"
-            self.bar.set_postfix(postfix, refresh=False)
-        return True
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
-
-
-class HParamCallback(BaseCallback):
-    """Sends the run's scalar hyperparameters to TensorBoard once, at the start of a fresh run."""
-
-    def __init__(self, hparams: dict[str, Any]):
-        super().__init__()
-        self.hparams = {k: v for k, v in hparams.items() if isinstance(v, (int, float, str, bool))}
-
-    def _on_training_start(self) -> None:
-        if self.num_timesteps == 0:
-            self.logger.record("hparams", HParam(self.hparams, {"rollout/ep_rew_mean": 0.0, "eval/mean_reward": 0.0}),
-                               exclude=("stdout", "log", "json", "csv"))
-
-    def _on_step(self) -> bool:
-        return True
-
-
 def export_weights(model: BaseAlgorithm, run_config: dict[str, Any], path: Path) -> None:
     """A weights-only export: the policy's ``state_dict`` and the run config, readable with
     ``torch.load(path, weights_only=True)`` (an SB3 zip unpickles code)."""
@@ -323,11 +149,13 @@ def _learn(run: RunDir, model: BaseAlgorithm, config: AgentConfig, eval_env: Vec
     tb = run.tb_folder(algo.__name__)
     # a fresh run's file starts at step 0 (nothing to hide); a resumed one hides its predecessor's steps > step
     model.set_logger(Logger(str(tb), [_PurgingTensorBoardOutputFormat(tb, step + 1 if step else 0)]))
-    checkpointer = AtomicCheckpointCallback(config.checkpoint_freq, run)
-    evaluator = RawScoreEvalCallback(eval_env, config.eval_freq, config.eval_episodes, run)
-    run_callbacks = [checkpointer, evaluator, MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
+    checkpointer = AtomicCheckpointCallback(run)
+    evaluator = RawScoreEvalCallback(eval_env, config.eval_episodes, run)
+    run_callbacks = [EveryNTimestepsAligned(config.checkpoint_freq, checkpointer),
+                     EveryNTimestepsAligned(config.eval_freq, evaluator),  # and once at the end
+                     MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
     if progress:
-        run_callbacks.append(ProgressCallback(config.n_timesteps, evaluator))
+        run_callbacks.append(ProgressCallback(evaluator))
     run_callbacks += callbacks
     if getattr(model, "compile_core", False) and getattr(model.policy, "core_kind", None) == "rim":
         log("compiling the RIM loop in the first rollout and update (about a minute on a CPU, seconds once "
