@@ -83,8 +83,8 @@ def build_model(config: AgentConfig, env: VecEnv, seed: int | None, device: str 
         raise ValueError(f"cannot build the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def resolve_config(env: str, agent: str = "rim", hp: list[str] | None = None, total_timesteps: int | None = None,
-                   n_envs: int | None = None) -> AgentConfig:
+def resolve_config(env: str, agent: str = "rim", hp: list[str] | dict[str, Any] | None = None,
+                   total_timesteps: int | None = None, n_envs: int | None = None) -> AgentConfig:
     """The full configuration of a new run: the preset of ``agent`` for the game's kind, ``--hp``
     overrides, then the total steps and env count.
 
@@ -220,7 +220,7 @@ def train(
     n_envs: int | None = None,
     device: str = "auto",
     run_dir: str | Path | RunDir | None = None,
-    hp: list[str] | None = None,
+    hp: list[str] | dict[str, Any] | None = None,
     resume: bool = False,
     progress: bool = True,
     callbacks: list[BaseCallback] | None = None,
@@ -239,7 +239,7 @@ def train(
     :param n_envs: parallel environments (default: the preset's)
     :param device: torch device, ``"auto"`` = CUDA if available
     :param run_dir: the run directory (default ``runs/<env>-<agent>-s<seed>``)
-    :param hp: ``key=value`` hyperparameter overrides
+    :param hp: hyperparameter overrides: ``--hp`` ``KEY=VALUE`` strings or the same as a nested mapping
     :param resume: continue the run in ``run_dir`` from its newest checkpoint that loads (same step counter
         and TensorBoard run); its saved config is used, and ``seed``, ``n_envs`` and ``hp``, when given,
         must resolve to the same configuration. A finished run is left as it is unless
