@@ -89,9 +89,11 @@ def run_cases(device: torch.device, repeats: int, compile_too: bool) -> None:
     t_lstm = timed(fwd_bwd(lambda x: lstm(x)[0], xs))
     for label, kw in (("core defaults (dropout 0.1)", {}), ("no dropout", dict(input_dropout=0.0, comm_dropout=0.0))):
         rim = RIM(512, 85, num_units=6, k_active=4, **kw).to(device)
-        t_rim = timed(fwd_bwd(lambda x: rim(x)[0], xs))
-        print(f"(a) T=128 B=64 D=512, RIM 6x85 k=4 {label}: {t_rim * 1e3:.0f} ms; nn.LSTM(512, 510) "
-              f"{t_lstm * 1e3:.0f} ms; ratio {t_rim / t_lstm:.2f}x (bar <= 1.5x)")
+        t_rim = timed(fwd_bwd(lambda x, rim=rim: rim(x)[0], xs))
+        print(
+            f"(a) T=128 B=64 D=512, RIM 6x85 k=4 {label}: {t_rim * 1e3:.0f} ms; nn.LSTM(512, 510) "
+            f"{t_lstm * 1e3:.0f} ms; ratio {t_rim / t_lstm:.2f}x (bar <= 1.5x)"
+        )
 
     # (b) latency, with and without dropout
     xs = torch.randn(128, 2, 64, device=device)
@@ -100,11 +102,13 @@ def run_cases(device: torch.device, repeats: int, compile_too: bool) -> None:
     base = None
     for label, kw in (("no dropout", dict(input_dropout=0.0, comm_dropout=0.0)), ("dropout 0.1", {})):
         rim = RIM(64, 16, num_units=6, k_active=4, **kw).to(device)
-        t_rim = timed(fwd_bwd(lambda x: rim(x)[0], xs))
+        t_rim = timed(fwd_bwd(lambda x, rim=rim: rim(x)[0], xs))
         base = base or t_rim
-        print(f"(b) T=128 B=2 D=64, RIM 6x16 {label}, eager: {t_rim * 1e3:.1f} ms; LSTMCell(64, 96) loop "
-              f"{t_cell * 1e3:.1f} ms; ratio {t_rim / t_cell:.2f}x (bar <= 2.5x); vs no dropout {t_rim / base:.2f}x "
-              f"(bar <= 1.3x)")
+        print(
+            f"(b) T=128 B=2 D=64, RIM 6x16 {label}, eager: {t_rim * 1e3:.1f} ms; LSTMCell(64, 96) loop "
+            f"{t_cell * 1e3:.1f} ms; ratio {t_rim / t_cell:.2f}x (bar <= 2.5x); vs no dropout {t_rim / base:.2f}x "
+            f"(bar <= 1.3x)"
+        )
 
     # (c) a RimPPO training chunk
     xs = torch.randn(16, 16, 64, device=device)
@@ -112,14 +116,18 @@ def run_cases(device: torch.device, repeats: int, compile_too: bool) -> None:
     lstm = nn.LSTM(64, 96).to(device)
     t_lstm = timed(fwd_bwd(lambda x: lstm(x)[0], xs), repeats * 5)
     t_rim = timed(fwd_bwd(lambda x: rim(x)[0], xs), repeats * 5)
-    print(f"(c) T=16 B=16 D=64, RIM 6x16 k=5 RL setting, eager: {t_rim * 1e3:.2f} ms; nn.LSTM(64, 96) "
-          f"{t_lstm * 1e3:.2f} ms; ratio {t_rim / t_lstm:.1f}x (bar <= 5x)")
+    print(
+        f"(c) T=16 B=16 D=64, RIM 6x16 k=5 RL setting, eager: {t_rim * 1e3:.2f} ms; nn.LSTM(64, 96) "
+        f"{t_lstm * 1e3:.2f} ms; ratio {t_rim / t_lstm:.1f}x (bar <= 5x)"
+    )
     if compile_too:
         crim = compiled_copy(rim)
         t_first = first_call_seconds(fwd_bwd(lambda x: crim(x)[0], xs))
         t_c = timed(fwd_bwd(lambda x: crim(x)[0], xs), repeats * 5)
-        print(f"    compiled (RimPPO's default): {t_c * 1e3:.2f} ms, ratio {t_c / t_lstm:.1f}x "
-              f"(first call {t_first:.0f} s)")
+        print(
+            f"    compiled (RimPPO's default): {t_c * 1e3:.2f} ms, ratio {t_c / t_lstm:.1f}x "
+            f"(first call {t_first:.0f} s)"
+        )
 
     # (d) acting
     x = torch.randn(1, 8, 512, device=device)
@@ -131,8 +139,10 @@ def run_cases(device: torch.device, repeats: int, compile_too: bool) -> None:
     with torch.no_grad():
         t_step = timed(lambda: rim(x, state), n)
         t_lstep = timed(lambda: lcell(x[0], hl), n)
-        print(f"(d) one acting step B=8 D=512, RIM 6x85 RL setting, eager: {t_step * 1e6:.0f} us; "
-              f"LSTMCell(512, 510) {t_lstep * 1e6:.0f} us; ratio {t_step / t_lstep:.1f}x")
+        print(
+            f"(d) one acting step B=8 D=512, RIM 6x85 RL setting, eager: {t_step * 1e6:.0f} us; "
+            f"LSTMCell(512, 510) {t_lstep * 1e6:.0f} us; ratio {t_step / t_lstep:.1f}x"
+        )
         if compile_too:
             crim = compiled_copy(rim)
             t_first = first_call_seconds(lambda: crim(x, state))

@@ -34,13 +34,29 @@ def make(agent: str, game: str, seed: int = 0):
         from sb3_contrib import RecurrentPPO
 
         config = load_agent("lstm", kind)
-        env = make_atari_env(game, config.n_envs, seed, backend="sb3") if kind == "atari" else build_env(game, config, config.n_envs, seed)
+        env = (
+            make_atari_env(game, config.n_envs, seed, backend="sb3")
+            if kind == "atari"
+            else build_env(game, config, config.n_envs, seed)
+        )
         policy_kwargs = {} if kind == "atari" else {"features_extractor_class": MinAtarCNN}
-        return RecurrentPPO("CnnLstmPolicy", env, n_steps=config.n_steps, batch_size=config.batch_size,
-                            n_epochs=config.n_epochs, learning_rate=2.5e-4, clip_range=config.clip_range,
-                            ent_coef=config.ent_coef, vf_coef=config.vf_coef, gamma=config.gamma,
-                            gae_lambda=config.gae_lambda, max_grad_norm=config.max_grad_norm,
-                            policy_kwargs=policy_kwargs, seed=seed, device="cpu")
+        return RecurrentPPO(
+            "CnnLstmPolicy",
+            env,
+            n_steps=config.n_steps,
+            batch_size=config.batch_size,
+            n_epochs=config.n_epochs,
+            learning_rate=2.5e-4,
+            clip_range=config.clip_range,
+            ent_coef=config.ent_coef,
+            vf_coef=config.vf_coef,
+            gamma=config.gamma,
+            gae_lambda=config.gae_lambda,
+            max_grad_norm=config.max_grad_norm,
+            policy_kwargs=policy_kwargs,
+            seed=seed,
+            device="cpu",
+        )
     config = load_agent(agent, kind)
     return build_model(config, build_env(game, config, config.n_envs, seed), seed, "cpu")
 
@@ -54,8 +70,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} steps per timing, "
-          f"median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} steps per timing, "
+        f"median of {args.repeats}"
+    )
     for game in args.games:
         models = {agent: make(agent, game) for agent in args.agents}
         for model in models.values():

@@ -31,7 +31,8 @@ budget measured where the LSTM agent beats the feedforward floor on RepeatPrevio
 **Variants** (ablations): ``--variant LABEL=JSON`` adds an agent ``LABEL``: the ``rim`` agent (or ``"base":
 "lstm"``) with ``"policy_kwargs"`` and ``"rim_kwargs"`` merged into its policy arguments and any other key
 passed to ``RimPPO`` (``learning_rate``, ``sequence_length``, ...), e.g. ``shared='{"policy_kwargs":
-{"shared_lstm": true}}'`` (one core for both heads), ``k4='{"rim_kwargs": {"k_active": 4}}'``, ``L32='{"sequence_length": 32}'``.
+{"shared_lstm": true}}'`` (one core for both heads), ``k4='{"rim_kwargs": {"k_active": 4}}'``,
+``L32='{"sequence_length": 32}'``.
 A variant is its own agent in the cell files and the report, never averaged with ``rim``.
 
 **Cells**: each (task, agent, seed) trains alone, then is evaluated on ``--eval-episodes`` episodes
@@ -70,8 +71,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
-from rims_rl.rl import DEFAULT_MEMORY_TASKS, MEMORY_TASKS, RimPPO, make_memory_env
 from rims_rl.experiments.aggregate import interval_estimates
+from rims_rl.rl import DEFAULT_MEMORY_TASKS, MEMORY_TASKS, RimPPO, make_memory_env
 from rims_rl.rl.policies import parameter_counts
 from rims_rl.utils import atomic_write_text, try_lock
 
@@ -132,8 +133,10 @@ def parse_variant(text: str) -> AgentSpec:
     allowed -= {"self", "policy", "env", "seed", "policy_kwargs", "_init_setup_model"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise ValueError(f"--variant {label}: unknown keys {unknown}; allowed: {list(VARIANT_KEYS)} and RimPPO "
-                         f"arguments {sorted(allowed)}")
+        raise ValueError(
+            f"--variant {label}: unknown keys {unknown}; allowed: {list(VARIANT_KEYS)} and RimPPO "
+            f"arguments {sorted(allowed)}"
+        )
     return AgentSpec(label, base, policy_kwargs, spec)
 
 
@@ -162,17 +165,37 @@ def build(agent: AgentSpec, env: VecNormalize, seed: int):
 def resolved_config(model) -> dict[str, Any]:
     """What the agent was built with, as the policy resolved it (critic configuration, core, RIM arguments)."""
     policy = model.policy
-    config = dict(algorithm=type(model).__name__, policy=type(policy).__name__,
-                  hyperparameters={k: getattr(model, k) for k in ("n_steps", "batch_size", "n_epochs", "gamma",
-                                                                   "gae_lambda", "max_grad_norm", "ent_coef", "vf_coef")},
-                  learning_rate=model.learning_rate, n_envs=model.n_envs)
+    config = dict(
+        algorithm=type(model).__name__,
+        policy=type(policy).__name__,
+        hyperparameters={
+            k: getattr(model, k)
+            for k in (
+                "n_steps",
+                "batch_size",
+                "n_epochs",
+                "gamma",
+                "gae_lambda",
+                "max_grad_norm",
+                "ent_coef",
+                "vf_coef",
+            )
+        },
+        learning_rate=model.learning_rate,
+        n_envs=model.n_envs,
+    )
     if hasattr(policy, "lstm_actor"):
-        config.update(shared_lstm=policy.shared_lstm, enable_critic_lstm=policy.enable_critic_lstm,
-                      shared_critic_grad=getattr(policy, "shared_critic_grad", False),
-                      core=getattr(policy, "core_kind", "lstm"), state_shape=list(policy.lstm_hidden_state_shape),
-                      rim_kwargs=getattr(policy, "rim_kwargs", None), truncate_bptt=getattr(policy, "truncate_bptt", None),
-                      sequence_length=getattr(model, "sequence_length", None),
-                      core_modules=repr(policy.lstm_actor).splitlines())  # every size, input values' included
+        config.update(
+            shared_lstm=policy.shared_lstm,
+            enable_critic_lstm=policy.enable_critic_lstm,
+            shared_critic_grad=getattr(policy, "shared_critic_grad", False),
+            core=getattr(policy, "core_kind", "lstm"),
+            state_shape=list(policy.lstm_hidden_state_shape),
+            rim_kwargs=getattr(policy, "rim_kwargs", None),
+            truncate_bptt=getattr(policy, "truncate_bptt", None),
+            sequence_length=getattr(model, "sequence_length", None),
+            core_modules=repr(policy.lstm_actor).splitlines(),
+        )  # every size, input values' included
     return config
 
 
@@ -219,18 +242,37 @@ def run_cell(task: str, agent: AgentSpec, seed: int, timesteps: int, eval_episod
         if env.norm_obs:
             eval_env.obs_rms = env.obs_rms
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True)
-        record = dict(task=task, agent=agent.label, seed=seed, timesteps=timesteps, trained_steps=model.num_timesteps,
-                      eval_mean=float(mean), eval_std=float(std), eval_episodes=eval_episodes,
-                      train_seconds=round(train_seconds, 2), steps_per_s=round(model.num_timesteps / train_seconds, 1),
-                      eval_seconds=round(time.perf_counter() - t0, 2), agent_spec=agent.as_dict(),
-                      config=resolved_config(model), parameter_counts=parameter_counts(model.policy),
-                      torch_threads=torch.get_num_threads(), finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        record = dict(
+            task=task,
+            agent=agent.label,
+            seed=seed,
+            timesteps=timesteps,
+            trained_steps=model.num_timesteps,
+            eval_mean=float(mean),
+            eval_std=float(std),
+            eval_episodes=eval_episodes,
+            train_seconds=round(train_seconds, 2),
+            steps_per_s=round(model.num_timesteps / train_seconds, 1),
+            eval_seconds=round(time.perf_counter() - t0, 2),
+            agent_spec=agent.as_dict(),
+            config=resolved_config(model),
+            parameter_counts=parameter_counts(model.policy),
+            torch_threads=torch.get_num_threads(),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
         atomic_write_text(json.dumps(record, indent=1, default=str) + "\n", path)
         return record
 
 
-def run_suite(tasks: list[str], agents: list[AgentSpec], seeds: list[int], timesteps: int, eval_episodes: int,
-              out: Path, workers: int = 1) -> None:
+def run_suite(
+    tasks: list[str],
+    agents: list[AgentSpec],
+    seeds: list[int],
+    timesteps: int,
+    eval_episodes: int,
+    out: Path,
+    workers: int = 1,
+) -> None:
     """Run every unfinished cell, seed by seed (all tasks and agents of a seed before the next seed)."""
     pending = []
     for seed in seeds:
@@ -252,9 +294,11 @@ def run_suite(tasks: list[str], agents: list[AgentSpec], seeds: list[int], times
         if record is None:
             print(f"skipped (running elsewhere): {cell[0]} {cell[1].label} s{cell[2]}", flush=True)
         else:
-            print(f"{record['task']:30s} {record['agent']:10s} s{record['seed']}: return {record['eval_mean']:8.3f} "
-                  f"± {record['eval_std']:.3f}, {record['steps_per_s']:.0f} steps/s, {record['train_seconds']:.0f} s",
-                  flush=True)
+            print(
+                f"{record['task']:30s} {record['agent']:10s} s{record['seed']}: return {record['eval_mean']:8.3f} "
+                f"± {record['eval_std']:.3f}, {record['steps_per_s']:.0f} steps/s, {record['train_seconds']:.0f} s",
+                flush=True,
+            )
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -280,12 +324,22 @@ def report(out: Path) -> str:
     for (task, agent), records in by.items():
         returns = np.array([r["eval_mean"] for r in records])
         norm = MEMORY_TASKS[task].normalise(returns)
-        rows.append(dict(task=task, agent=agent, seeds=" ".join(str(r["seed"]) for r in records), n=len(records),
-                         mean=returns.mean(), std=returns.std(), normalised_mean=norm.mean(), normalised_std=norm.std(),
-                         steps_per_s=np.mean([r["steps_per_s"] for r in records]),
-                         timesteps=" ".join(sorted({str(r["timesteps"]) for r in records})),
-                         core_parameters=records[0]["parameter_counts"]["core"],
-                         total_parameters=records[0]["parameter_counts"]["total"]))
+        rows.append(
+            dict(
+                task=task,
+                agent=agent,
+                seeds=" ".join(str(r["seed"]) for r in records),
+                n=len(records),
+                mean=returns.mean(),
+                std=returns.std(),
+                normalised_mean=norm.mean(),
+                normalised_std=norm.std(),
+                steps_per_s=np.mean([r["steps_per_s"] for r in records]),
+                timesteps=" ".join(sorted({str(r["timesteps"]) for r in records})),
+                core_parameters=records[0]["parameter_counts"]["core"],
+                total_parameters=records[0]["parameter_counts"]["total"],
+            )
+        )
     rows.sort(key=lambda r: (tasks.index(r["task"]), agents.index(r["agent"])))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -293,44 +347,72 @@ def report(out: Path) -> str:
         writer.writerows({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
     cell = {(r["task"], r["agent"]): r for r in rows}
 
-    lines = ["# Memory suite", "", "Written by `python benchmarks/ppo_memory.py --report` from `cells/` (one JSON per "
-             "task, agent and seed; see the script's docstring for the settings).", "",
-             "## Evaluation return per task (mean ± std over seeds, n seeds)", "",
-             "| task | budget | random | max | " + " | ".join(agents) + " |",
-             "|---|---|---|---|" + "---|" * len(agents)]
+    lines = [
+        "# Memory suite",
+        "",
+        "Written by `python benchmarks/ppo_memory.py --report` from `cells/` (one JSON per "
+        "task, agent and seed; see the script's docstring for the settings).",
+        "",
+        "## Evaluation return per task (mean ± std over seeds, n seeds)",
+        "",
+        "| task | budget | random | max | " + " | ".join(agents) + " |",
+        "|---|---|---|---|" + "---|" * len(agents),
+    ]
     for t in tasks:
         budget = " ".join(sorted({cell[(t, a)]["timesteps"] for a in agents if (t, a) in cell}))
-        entries = [f"{cell[(t, a)]['mean']:.3g} ± {cell[(t, a)]['std']:.2g} ({cell[(t, a)]['n']})" if (t, a) in cell
-                   else "—" for a in agents]
+        entries = [
+            f"{cell[(t, a)]['mean']:.3g} ± {cell[(t, a)]['std']:.2g} ({cell[(t, a)]['n']})" if (t, a) in cell else "—"
+            for a in agents
+        ]
         task = MEMORY_TASKS[t]
         lines.append(f"| {t} | {budget} | {task.random_return:g} | {task.max_return:g} | " + " | ".join(entries) + " |")
-    lines += ["", "## Steps/s (training, one torch thread, mean over seeds; a shared machine)", "",
-              "| task | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+    lines += [
+        "",
+        "## Steps/s (training, one torch thread, mean over seeds; a shared machine)",
+        "",
+        "| task | " + " | ".join(agents) + " |",
+        "|---|" + "---|" * len(agents),
+    ]
     for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(f"{cell[(t, a)]['steps_per_s']:.0f}" if (t, a) in cell else "—"
-                                               for a in agents) + " |")
+        lines.append(
+            f"| {t} | "
+            + " | ".join(f"{cell[(t, a)]['steps_per_s']:.0f}" if (t, a) in cell else "—" for a in agents)
+            + " |"
+        )
 
     counts = {t: min(cell[(t, a)]["n"] if (t, a) in cell else 0 for a in agents) for t in tasks}
     n = max(counts.values())
     included = [t for t in tasks if counts[t] >= n and n > 0]
-    lines += ["", f"## Aggregate of normalised returns ({len(included)} task(s) × {n} seed(s))", "",
-              "Normalised return: (return − random) / (max − random), 0 a uniformly random policy (1000 episodes, "
-              "`memory_envs.random_return`), 1 the best possible return. IQM, median and mean over all "
-              "(task, seed) scores with 95% stratified-bootstrap CIs (rliable)."]
+    lines += [
+        "",
+        f"## Aggregate of normalised returns ({len(included)} task(s) × {n} seed(s))",
+        "",
+        "Normalised return: (return − random) / (max − random), 0 a uniformly random policy (1000 episodes, "
+        "`memory_envs.random_return`), 1 the best possible return. IQM, median and mean over all "
+        "(task, seed) scores with 95% stratified-bootstrap CIs (rliable).",
+    ]
     excluded = [t for t in tasks if t not in included]
     if excluded:
         lines.append(f"Left out (fewer than {n} seeds for some agent): {', '.join(excluded)}.")
-    lines += ["", "| agent | IQM [95% CI] | median [95% CI] | mean [95% CI] | core params | total params |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| agent | IQM [95% CI] | median [95% CI] | mean [95% CI] | core params | total params |",
+        "|---|---|---|---|---|---|",
+    ]
     estimates = {}
     if included:
-        scores = {a: np.stack([MEMORY_TASKS[t].normalise([r["eval_mean"] for r in by[(t, a)][:n]]) for t in included],
-                              axis=1) for a in agents}
+        scores = {
+            a: np.stack([MEMORY_TASKS[t].normalise([r["eval_mean"] for r in by[(t, a)][:n]]) for t in included], axis=1)
+            for a in agents
+        }
         estimates = interval_estimates(scores)
         for a in agents:
             params = cell[(included[0], a)]
-            lines.append(f"| {a} | " + " | ".join(f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in estimates[a].values())
-                         + f" | {params['core_parameters']} | {params['total_parameters']} |")
+            lines.append(
+                f"| {a} | "
+                + " | ".join(f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in estimates[a].values())
+                + f" | {params['core_parameters']} | {params['total_parameters']} |"
+            )
     markdown = "\n".join(lines) + "\n"
     atomic_write_text(markdown, out / "summary.md")
     plot(rows, tasks, agents, estimates, out / "summary.png")
@@ -349,8 +431,14 @@ def plot(rows: list[dict], tasks: list[str], agents: list[str], estimates: dict,
     width = 0.8 / len(agents)
     for i, a in enumerate(agents):
         x = [j + i * width for j, t in enumerate(tasks) if (t, a) in cell]
-        ax.bar(x, [cell[(t, a)]["normalised_mean"] for t in tasks if (t, a) in cell], width,
-               yerr=[cell[(t, a)]["normalised_std"] for t in tasks if (t, a) in cell], label=a, capsize=2)
+        ax.bar(
+            x,
+            [cell[(t, a)]["normalised_mean"] for t in tasks if (t, a) in cell],
+            width,
+            yerr=[cell[(t, a)]["normalised_std"] for t in tasks if (t, a) in cell],
+            label=a,
+            capsize=2,
+        )
         if a in estimates:
             p, lo, hi = estimates[a]["IQM"]
             ax_iqm.errorbar([i], [p], yerr=[[p - lo], [hi - p]], fmt="o", capsize=4)
@@ -368,10 +456,14 @@ def plot(rows: list[dict], tasks: list[str], agents: list[str], estimates: dict,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_MEMORY_TASKS), choices=list(MEMORY_TASKS))
-    parser.add_argument("--agents", nargs="+", default=list(AGENTS),
-                        help=f"{', '.join(AGENTS)} or a --variant label")
-    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
-                        help="an ablation of the rim (or lstm) agent, run when --agents names LABEL (see above)")
+    parser.add_argument("--agents", nargs="+", default=list(AGENTS), help=f"{', '.join(AGENTS)} or a --variant label")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=JSON",
+        help="an ablation of the rim (or lstm) agent, run when --agents names LABEL (see above)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--timesteps", type=int, default=100_000, help="training steps per cell")
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -388,11 +480,22 @@ def main() -> None:
     specs.update({(v := parse_variant(text)).label: v for text in args.variant})
     unknown = [a for a in args.agents if a not in specs]
     if unknown:
-        raise ValueError(f"unknown agents {unknown}; allowed: {', '.join(specs)} (a variant needs --variant LABEL=JSON)")
-    print(f"{sys.argv[0]}: tasks {args.tasks}, agents {args.agents}, seeds {args.seeds}, {args.timesteps} steps",
-          flush=True)
-    run_suite(args.tasks, [specs[a] for a in args.agents], args.seeds, args.timesteps, args.eval_episodes, args.out,
-              args.workers)
+        raise ValueError(
+            f"unknown agents {unknown}; allowed: {', '.join(specs)} (a variant needs --variant LABEL=JSON)"
+        )
+    print(
+        f"{sys.argv[0]}: tasks {args.tasks}, agents {args.agents}, seeds {args.seeds}, {args.timesteps} steps",
+        flush=True,
+    )
+    run_suite(
+        args.tasks,
+        [specs[a] for a in args.agents],
+        args.seeds,
+        args.timesteps,
+        args.eval_episodes,
+        args.out,
+        args.workers,
+    )
 
 
 if __name__ == "__main__":

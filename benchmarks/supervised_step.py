@@ -58,11 +58,15 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         results = {}
         for model in args.models.split(","):
-            config = TrainConfig.from_dict(merge({"task": args.task, "model": model, "batch_size": args.batch_size},
-                                                 overrides))
+            config = TrainConfig.from_dict(
+                merge({"task": args.task, "model": model, "batch_size": args.batch_size}, overrides)
+            )
             results[model] = step_time(config, device, args.repeats)
-            print(f"{args.task} {model:4s} B={args.batch_size} {device}: {results[model]:.4f} s/step "
-                  f"({1 / results[model]:.1f} steps/s)", flush=True)
+            print(
+                f"{args.task} {model:4s} B={args.batch_size} {device}: {results[model]:.4f} s/step "
+                f"({1 / results[model]:.1f} steps/s)",
+                flush=True,
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,21 +24,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="grid YAML (experiments/*.yaml)")
     parser.add_argument("--workers", type=int, default=None, help="cells trained at a time (default: the config's)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of each cell (default: the config's threads_per_cell)")
-    parser.add_argument("--backend", choices=("local", "ray"), default="local",
-                        help="local: a process per cell (default); ray: a Ray task per cell (pip install 'rims_rl[ray]')")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads of each cell (default: the config's threads_per_cell)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process per cell (default); ray: a Ray task per cell (pip install 'rims_rl[ray]')",
+    )
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a local instance)")
-    parser.add_argument("--report-only", action="store_true", help="write the report from the existing runs, train nothing")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the existing runs, train nothing"
+    )
     parser.add_argument("--no-report", action="store_true", help="train only")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check every cell as a run would (models built, existing runs' configurations) and "
-                             "list the cells and their state; train nothing")
-    parser.add_argument("--games", nargs="+", default=None, metavar="GAME",
-                        help="train only these games of the grid (as the config names them); the report covers all runs")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every cell as a run would (models built, existing runs' configurations) and "
+        "list the cells and their state; train nothing",
+    )
+    parser.add_argument(
+        "--games",
+        nargs="+",
+        default=None,
+        metavar="GAME",
+        help="train only these games of the grid (as the config names them); the report covers all runs",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--measure-random", action="store_true",
-                        help="measure the MinAtar random-policy scores into experiments/minatar_random_scores.yaml")
+    parser.add_argument(
+        "--measure-random",
+        action="store_true",
+        help="measure the MinAtar random-policy scores into experiments/minatar_random_scores.yaml",
+    )
     parser.add_argument("--episodes", type=int, default=500, help="with --measure-random: games per game")
     parser.add_argument("--seed", type=int, default=0, help="with --measure-random: the seed")
     args = parser.parse_args(argv)
@@ -77,12 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             check_grid(config.cells())  # what run_grid checks before it trains: models built, configurations
             for cell in config.cells():
-                print(f"{cell_status(cell):8s} {cell_steps(cell):>10,}/{cell.timesteps:,}  {cell.name:40s} {cell.run_dir}")
+                print(
+                    f"{cell_status(cell):8s} {cell_steps(cell):>10,}/{cell.timesteps:,}  {cell.name:40s} {cell.run_dir}"
+                )
             return 0
         code = 0
         if not args.report_only:
-            result = run_grid(config, args.workers, args.backend, progress=not args.no_progress,
-                              ray_address=args.ray_address)
+            result = run_grid(
+                config, args.workers, args.backend, progress=not args.no_progress, ray_address=args.ray_address
+            )
             if result.interrupted:
                 print("interrupted: running cells saved checkpoints; run the same command to continue", file=sys.stderr)
                 return 130
@@ -91,8 +112,16 @@ def main(argv: list[str] | None = None) -> int:
                 code = 1
         if not args.no_report:
             not_started = [cell.name for cell in all_cells if cell_status(cell) == "new"]
-            files = write_report(config.runs_dir, config.results_dir, config.name, config.treatment, config.baseline,
-                                 config.bootstrap_reps, config.description, not_started=not_started)
+            files = write_report(
+                config.runs_dir,
+                config.results_dir,
+                config.name,
+                config.treatment,
+                config.baseline,
+                config.bootstrap_reps,
+                config.description,
+                not_started=not_started,
+            )
             print(f"report: {', '.join(str(p) for p in files.values())}")
         return code
     except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -47,8 +47,10 @@ def main() -> None:
     vocab = 8
     model = Recall(vocab)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    print(f"RIM: {model.rim.num_units} mechanisms x {model.rim.hidden_size}, {model.rim.k_active} active per step; "
-          f"recall a symbol after {args.length - 1} blanks (chance: {1 / vocab:.0%})")
+    print(
+        f"RIM: {model.rim.num_units} mechanisms x {model.rim.hidden_size}, {model.rim.k_active} active per step; "
+        f"recall a symbol after {args.length - 1} blanks (chance: {1 / vocab:.0%})"
+    )
     for step in range(1, args.steps + 1):
         tokens, target = batch(vocab, args.length, 64)
         logits, _ = model(tokens)

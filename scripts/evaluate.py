@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result["model"] = str(source)
     atomic_write_text(json.dumps(result, indent=2), output)
-    print(f"{run['env']} {run['agent']}: score {result['mean_score']:.1f} ± {result['std_score']:.1f} "
-          f"(min {result['min_score']:.0f}, max {result['max_score']:.0f}) over {result['episodes']} games, "
-          f"mean length {result['mean_length']:.0f} steps")
+    print(
+        f"{run['env']} {run['agent']}: score {result['mean_score']:.1f} ± {result['std_score']:.1f} "
+        f"(min {result['min_score']:.0f}, max {result['max_score']:.0f}) over {result['episodes']} games, "
+        f"mean length {result['mean_length']:.0f} steps"
+    )
     if "activation_frequency" in result:
         print("mechanism activation frequency: " + " ".join(f"{f:.2f}" for f in result["activation_frequency"]))
     print(f"written: {output}" + (f", {args.video}" if args.video else ""))

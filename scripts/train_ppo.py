@@ -29,17 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--run-dir", default=None, help="default: runs/<env>-<agent>-s<seed>")
     add_hp_argument(parser, "learning_rate=1e-4 policy_kwargs.rim_kwargs.k_active=4")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --run-dir from its newest checkpoint that loads (a finished run: "
-                             "only with a larger --total-timesteps)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its newest checkpoint that loads (a finished run: "
+        "only with a larger --total-timesteps)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     from rims_rl.rl.training import train  # after parsing: --help stays fast
 
     try:
-        run_dir = train(args.env, args.agent, args.seed, args.total_timesteps, args.n_envs, args.device,
-                        args.run_dir, args.hp, args.resume, progress=not args.no_progress)
+        run_dir = train(
+            args.env,
+            args.agent,
+            args.seed,
+            args.total_timesteps,
+            args.n_envs,
+            args.device,
+            args.run_dir,
+            args.hp,
+            args.resume,
+            progress=not args.no_progress,
+        )
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -55,12 +55,20 @@ def build_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         return TrainConfig.from_saved(json.loads(path.read_text())), run_dir
     if args.task is None:
         raise ValueError(f"--task is required: one of {sorted(TASKS)} (or --resume RUN_DIR)")
-    shorthands = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every")
-                  if getattr(args, key) is not None}
+    shorthands = {
+        key: getattr(args, key)
+        for key in ("steps", "batch_size", "lr", "lr_schedule", "eval_every")
+        if getattr(args, key) is not None
+    }
     if args.data_dir:
         shorthands["options"] = {"data_dir": str(Path(args.data_dir).resolve())}
-    config = load_preset(args.task, merge(parse_overrides(args.hp), shorthands), model=args.model, seed=args.seed,
-                         num_threads=args.threads)
+    config = load_preset(
+        args.task,
+        merge(parse_overrides(args.hp), shorthands),
+        model=args.model,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
     run_dir = Path(args.run_dir or f"runs/{args.task}-{args.model}-s{args.seed}")
     return config, run_dir
 

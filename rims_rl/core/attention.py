@@ -73,9 +73,7 @@ class InputAttention(nn.Module):
         v0 = self.value.bias.view(self.num_heads, self.value_size).expand_as(v[..., :1, :, :])
         return torch.cat([k0, k], dim=-3), torch.cat([v0, v], dim=-3)
 
-    def attend(
-        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:param q: queries [U, B, heads*K]
         :param keys: [B, N+1, heads, K] from :meth:`keys_values`
         :param values: [B, N+1, heads, V]

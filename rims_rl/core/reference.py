@@ -40,8 +40,9 @@ def _dropout(probs, keep, p):
     return probs * (keep.to(probs.dtype) / (1.0 - p))
 
 
-def reference_step(cell, x, state, *, input_dropout=0.0, comm_dropout=0.0, input_keep=None, comm_keep=None,
-                   generator=None):
+def reference_step(
+    cell, x, state, *, input_dropout=0.0, comm_dropout=0.0, input_keep=None, comm_keep=None, generator=None
+):
     """One RIM step, one mechanism at a time.
 
     :param cell: a ``RIMCell`` whose parameters are used (its mode and dropout modules are not read)
@@ -104,7 +105,9 @@ def reference_step(cell, x, state, *, input_dropout=0.0, comm_dropout=0.0, input
         q = torch.stack([t[..., :kc] for t in qkv], 2)  # Q_{t,k} = W~^q_k h~_{t,k}: [B, heads, U, K]
         k = torch.stack([t[..., kc : 2 * kc] for t in qkv], 2)  # K_{t,k} = W~^e_k h~_{t,k}
         v = torch.stack([t[..., 2 * kc :] for t in qkv], 2)  # V_{t,k} = W~^v_k h~_{t,k}
-        probs = (q @ k.transpose(-1, -2) / kc**0.5).softmax(-1)  # softmax(Q_{t,k} K_{t,:}^T / sqrt(d_e)) over mechanisms
+        probs = (q @ k.transpose(-1, -2) / kc**0.5).softmax(
+            -1
+        )  # softmax(Q_{t,k} K_{t,:}^T / sqrt(d_e)) over mechanisms
         if comm.top_k is not None:  # sparse communication: each query keeps its top_k weights, renormalised
             kth = probs.sort(-1, descending=True).values[..., comm.top_k - 1 : comm.top_k]
             probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))

@@ -20,7 +20,7 @@ The literal definition of one step, one mechanism at a time, is ``rims_rl/core/r
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -99,7 +99,13 @@ class RIMCell(nn.Module):
         self.input_size, self.hidden_size, self.num_units, self.k_active = input_size, hidden_size, num_units, k_active
         self.cell_type = cell
         self.input_attention = InputAttention(
-            input_size, hidden_size, num_units, input_key_size, input_value_size, num_input_heads, input_dropout,
+            input_size,
+            hidden_size,
+            num_units,
+            input_key_size,
+            input_value_size,
+            num_input_heads,
+            input_dropout,
             query_bias,
         )
         self.cell = CELLS[cell](input_value_size, hidden_size, num_units)
@@ -128,7 +134,7 @@ class RIMCell(nn.Module):
         shape = (batch_size, self.num_units, self.hidden_size)
         return tuple(torch.zeros(shape, device=device or p.device, dtype=p.dtype) for _ in range(self.num_states))
 
-    def compile_sequence(self, **compile_kwargs) -> "RIMCell":
+    def compile_sequence(self, **compile_kwargs) -> RIMCell:
         """Run :meth:`sequence` under ``torch.compile``: the precomputation and the whole time loop,
         unrolled, become one graph for the forward and one for the backward, with no Python overhead per
         step (on a CPU, about 2-6x faster at small batches). One graph per sequence length T, input and
@@ -154,7 +160,9 @@ class RIMCell(nn.Module):
         shape = (batch_size, self.num_units, self.hidden_size)
         if len(state) != self.num_states or any(tuple(s.shape) != shape for s in state):
             got = [tuple(s.shape) for s in state]
-            raise ValueError(f"state must be {self.num_states} tensor(s) of shape {shape} ({self.cell_type}), got {got}")
+            raise ValueError(
+                f"state must be {self.num_states} tensor(s) of shape {shape} ({self.cell_type}), got {got}"
+            )
         return state
 
     # ------------------------------------------------------------------ the computation
@@ -268,8 +276,11 @@ class RIMCell(nn.Module):
             try:
                 h, state, active = self._compiled_loop(xs, state, keep)
             except Exception as error:  # e.g. no C++ compiler for inductor: eager from now on (a real bug raises again)
-                warnings.warn(f"compile_sequence failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
-                              "the RIM runs eagerly", stacklevel=2)
+                warnings.warn(
+                    f"compile_sequence failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
+                    "the RIM runs eagerly",
+                    stacklevel=2,
+                )
                 self._compiled_loop = None
                 h, state, active = self._loop(xs, state, keep, reset_at)
         else:
@@ -277,8 +288,9 @@ class RIMCell(nn.Module):
         h = h.transpose(1, 2)  # [T, U, B, H] -> [T, B, U, H]
         return h, tuple(s.transpose(0, 1) for s in state), active.transpose(1, 2)
 
-    def _loop(self, xs: torch.Tensor, state: State, keep: torch.Tensor | None,
-              reset_at: list[bool] | None = None) -> tuple[torch.Tensor, State, torch.Tensor]:
+    def _loop(
+        self, xs: torch.Tensor, state: State, keep: torch.Tensor | None, reset_at: list[bool] | None = None
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """The time loop: precomputation, then one step per time step.
 
         :param xs: [T, B, N, D]
@@ -338,7 +350,9 @@ class RIM(nn.Module):
         super().__init__()
         _check_positive(num_layers=num_layers)
         self.layers = nn.ModuleList(
-            RIMCell(input_size if i == 0 else num_units * hidden_size, hidden_size, num_units, k_active, cell, **cell_kwargs)
+            RIMCell(
+                input_size if i == 0 else num_units * hidden_size, hidden_size, num_units, k_active, cell, **cell_kwargs
+            )
             for i in range(num_layers)
         )
         self.input_size, self.hidden_size, self.num_units, self.k_active = input_size, hidden_size, num_units, k_active
@@ -357,7 +371,7 @@ class RIM(nn.Module):
         """Zero state: a tuple of ``num_states`` tensors [L, B, U, H]."""
         return tuple(torch.stack(s) for s in zip(*(layer.initial_state(batch_size, device) for layer in self.layers)))
 
-    def compile_sequence(self, **compile_kwargs) -> "RIM":
+    def compile_sequence(self, **compile_kwargs) -> RIM:
         """Compile every layer's time loop with ``torch.compile`` (see :meth:`RIMCell.compile_sequence`)."""
         for layer in self.layers:
             layer.compile_sequence(**compile_kwargs)

@@ -21,7 +21,6 @@ import yaml
 from ..utils.run_dir import CELL_FILE, EVALUATIONS_FILE, TIMING_FILE, RunDir, config_id, read_timing
 from .references import Reference, game_key, load_references
 
-
 #: the last share of a run's training whose evaluations are averaged into its final score
 FINAL_WINDOW = 0.1
 
@@ -119,12 +118,23 @@ def read_run(run_dir: Path) -> Run:
     segments = read_timing(run_dir / TIMING_FILE)
     seconds = sum(float(s["seconds"]) for s in segments)
     steps = sum(int(s["end_step"]) - int(s["start_step"]) for s in segments)
-    return Run(path=run_dir, env=config["env"], kind=game_key(config["env"])[0], label=cell.get("label", config["agent"]),
-               agent=config["agent"], seed=int(config["seed"]), target_steps=int(config["hyperparameters"]["n_timesteps"]),
-               timesteps=timesteps, scores=scores, finished=RunDir(run_dir).status() == "finished",
-               wall_time_s=seconds if segments else None, steps_per_s=steps / seconds if seconds > 0 else None,
-               trained_steps=int(segments[-1]["end_step"]) if segments else 0, config_id=config_id(config),
-               parameters=config.get("parameters"))
+    return Run(
+        path=run_dir,
+        env=config["env"],
+        kind=game_key(config["env"])[0],
+        label=cell.get("label", config["agent"]),
+        agent=config["agent"],
+        seed=int(config["seed"]),
+        target_steps=int(config["hyperparameters"]["n_timesteps"]),
+        timesteps=timesteps,
+        scores=scores,
+        finished=RunDir(run_dir).status() == "finished",
+        wall_time_s=seconds if segments else None,
+        steps_per_s=steps / seconds if seconds > 0 else None,
+        trained_steps=int(segments[-1]["end_step"]) if segments else 0,
+        config_id=config_id(config),
+        parameters=config.get("parameters"),
+    )
 
 
 def collect_runs(runs_dir: str | Path) -> list[Run]:
@@ -143,8 +153,22 @@ def collect_runs(runs_dir: str | Path) -> list[Run]:
     return sorted(runs, key=lambda r: (r.kind, r.env, r.label, r.seed))
 
 
-SCORE_FIELDS = ("game", "agent", "seed", "final_score", "best_score", "normalised_final", "steps", "target_steps",
-                "finished", "evaluations", "wall_time_s", "steps_per_s", "preset", "run_dir")
+SCORE_FIELDS = (
+    "game",
+    "agent",
+    "seed",
+    "final_score",
+    "best_score",
+    "normalised_final",
+    "steps",
+    "target_steps",
+    "finished",
+    "evaluations",
+    "wall_time_s",
+    "steps_per_s",
+    "preset",
+    "run_dir",
+)
 
 
 @dataclass
@@ -199,11 +223,24 @@ def write_scores_csv(runs: list[Run], path: Path, norms: dict[str, Normaliser], 
         writer.writeheader()
         for r in runs:
             rel = r.path.relative_to(root) if root and r.path.is_relative_to(root) else r.path
-            writer.writerow(dict(
-                game=r.env, agent=r.label, seed=r.seed, final_score=_num(r.final_score),
-                best_score=_num(r.best_score), normalised_final=_num(float(norms[r.env](r.final_score))),
-                steps=r.steps, target_steps=r.target_steps, finished=int(r.finished), evaluations=len(r.scores),
-                wall_time_s=_num(r.wall_time_s, 1), steps_per_s=_num(r.steps_per_s, 1), preset=r.agent, run_dir=rel))
+            writer.writerow(
+                dict(
+                    game=r.env,
+                    agent=r.label,
+                    seed=r.seed,
+                    final_score=_num(r.final_score),
+                    best_score=_num(r.best_score),
+                    normalised_final=_num(float(norms[r.env](r.final_score))),
+                    steps=r.steps,
+                    target_steps=r.target_steps,
+                    finished=int(r.finished),
+                    evaluations=len(r.scores),
+                    wall_time_s=_num(r.wall_time_s, 1),
+                    steps_per_s=_num(r.steps_per_s, 1),
+                    preset=r.agent,
+                    run_dir=rel,
+                )
+            )
 
 
 def _num(x: float | None, digits: int = 4) -> str:
@@ -267,14 +304,26 @@ def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: in
 
     warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
-    point, interval = rly.get_interval_estimates(scores, lambda x: np.array([f(x) for f in funcs.values()]),
-                                                 reps=reps, random_state=np.random.RandomState(seed))
-    return {a: {name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
-                for i, name in enumerate(funcs)} for a in scores}
+    point, interval = rly.get_interval_estimates(
+        scores, lambda x: np.array([f(x) for f in funcs.values()]), reps=reps, random_state=np.random.RandomState(seed)
+    )
+    return {
+        a: {
+            name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
+            for i, name in enumerate(funcs)
+        }
+        for a in scores
+    }
 
 
-def aggregate(runs: list[Run], norms: dict[str, Normaliser], treatment: str | None = None,
-              baseline: str | None = None, reps: int = 2000, seed: int = 0) -> list[Aggregate]:
+def aggregate(
+    runs: list[Run],
+    norms: dict[str, Normaliser],
+    treatment: str | None = None,
+    baseline: str | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+) -> list[Aggregate]:
     """IQM, median and mean of normalised final scores per suite, with 95% stratified-bootstrap CIs
     (rliable, Agarwal et al. 2021), and the probability that ``treatment`` beats ``baseline``.
 
@@ -306,15 +355,20 @@ def aggregate(runs: list[Run], norms: dict[str, Normaliser], treatment: str | No
             continue
         included = [g for g in games if counts[g] >= n]
         excluded = {g: f"{counts[g]} finished run(s) for some agent, {n} needed" for g in games if counts[g] < n}
-        scores = {a: np.stack([norms[g]([r.final_score for r in grouped[g][a][:n]]) for g in included], axis=1)
-                  for a in labels}  # [runs, games]
+        scores = {
+            a: np.stack([norms[g]([r.final_score for r in grouped[g][a][:n]]) for g in included], axis=1)
+            for a in labels
+        }  # [runs, games]
         table = interval_estimates(scores, reps, seed)
         improvement = None
         if treatment in labels and baseline in labels and treatment != baseline:
             key = f"{treatment},{baseline}"
-            p, ci = rly.get_interval_estimates({key: [scores[treatment], scores[baseline]]},
-                                               metrics.probability_of_improvement, reps=reps,
-                                               random_state=np.random.RandomState(seed))
+            p, ci = rly.get_interval_estimates(
+                {key: [scores[treatment], scores[baseline]]},
+                metrics.probability_of_improvement,
+                reps=reps,
+                random_state=np.random.RandomState(seed),
+            )
             low, high = np.ravel(ci[key])[:2]
             improvement = (treatment, baseline, float(np.ravel(p[key])[0]), float(low), float(high))
         out.append(Aggregate(suite, included, excluded, n, table, improvement, {g: norms[g].method for g in included}))

@@ -185,13 +185,29 @@ class GridConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     source: str = field(default="config", repr=False)
 
-    TOP_KEYS = ("name", "description", "agents", "games", "seeds", "timesteps", "eval_freq", "eval_episodes",
-                "checkpoint_freq", "n_envs", "hp", "workers", "threads_per_cell", "device", "runs_dir",
-                "results_dir", "report")
+    TOP_KEYS = (
+        "name",
+        "description",
+        "agents",
+        "games",
+        "seeds",
+        "timesteps",
+        "eval_freq",
+        "eval_episodes",
+        "checkpoint_freq",
+        "n_envs",
+        "hp",
+        "workers",
+        "threads_per_cell",
+        "device",
+        "runs_dir",
+        "results_dir",
+        "report",
+    )
     REPORT_KEYS = ("treatment", "baseline", "bootstrap_reps")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config", root: Path | None = None) -> "GridConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config", root: Path | None = None) -> GridConfig:
         """Validate a grid mapping.
 
         :param data: the parsed YAML
@@ -230,13 +246,20 @@ class GridConfig:
         runs_dir = root / data.get("runs_dir", f"runs/{name}")
         results_dir = root / data.get("results_dir", f"results/{name}")
         config = cls(
-            name=name, agents=agents, games=games,
+            name=name,
+            agents=agents,
+            games=games,
             workers=_positive_int(data.get("workers", 1), "workers", "the grid", source),
             threads_per_cell=_positive_int(data.get("threads_per_cell", 1), "threads_per_cell", "the grid", source),
-            device=str(data.get("device", "cpu")), runs_dir=runs_dir, results_dir=results_dir,
-            treatment=treatment, baseline=baseline,
+            device=str(data.get("device", "cpu")),
+            runs_dir=runs_dir,
+            results_dir=results_dir,
+            treatment=treatment,
+            baseline=baseline,
             bootstrap_reps=_positive_int(report.get("bootstrap_reps", 2000), "bootstrap_reps", "report", source),
-            description=str(data.get("description", "")), hp=top_hp, source=source,
+            description=str(data.get("description", "")),
+            hp=top_hp,
+            source=source,
         )
         config.cells()  # resolves every cell's preset now: a bad --hp key fails before anything runs
         return config
@@ -248,7 +271,9 @@ class GridConfig:
                 _fail(source, f"agents repeat: {value}")
             value = {a: {} for a in value}
         if not isinstance(value, dict) or not value:
-            _fail(source, f"agents must be a non-empty list of presets or a mapping label -> {{agent, hp}}, got {value!r}")
+            _fail(
+                source, f"agents must be a non-empty list of presets or a mapping label -> {{agent, hp}}, got {value!r}"
+            )
         out = []
         for label, spec in value.items():
             spec = spec or {}
@@ -290,9 +315,16 @@ class GridConfig:
             for key in ("eval_episodes", "n_envs"):
                 if merged[key] is not None:
                     optional[key] = _positive_int(merged[key], key, where, source)
-            out.append(GameSpec(env=env, kind=kind, timesteps=_positive_int(merged["timesteps"], "timesteps", where, source),
-                                seeds=tuple(_seeds(merged["seeds"], where, source)),
-                                hp=_hp(entry.get("hp"), where, source), **optional))
+            out.append(
+                GameSpec(
+                    env=env,
+                    kind=kind,
+                    timesteps=_positive_int(merged["timesteps"], "timesteps", where, source),
+                    seeds=tuple(_seeds(merged["seeds"], where, source)),
+                    hp=_hp(entry.get("hp"), where, source),
+                    **optional,
+                )
+            )
         return out
 
     def cells(self) -> list[Cell]:
@@ -308,8 +340,11 @@ class GridConfig:
                 if i >= len(game.seeds):
                     continue
                 seed = game.seeds[i]
-                schedule = {k: getattr(game, k) for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
-                            if getattr(game, k) is not None}
+                schedule = {
+                    k: getattr(game, k)
+                    for k in ("eval_freq", "eval_episodes", "checkpoint_freq")
+                    if getattr(game, k) is not None
+                }
                 for agent in self.agents:
                     hp = merge(merge(merge(self.hp, game.hp), agent.hp), schedule)
                     key = (agent.agent, game.kind, json.dumps(hp, sort_keys=True, default=str))
@@ -319,15 +354,30 @@ class GridConfig:
                         except ValueError as e:
                             _fail(self.source, f"agent {agent.label!r} on {game.env}: {e}")
                         checked.add(key)
-                    cells.append(Cell(agent.label, agent.agent, game.env, seed, game.timesteps, game.n_envs, hp,
-                                      self.runs_dir / game.env.replace("/", "-") / f"{agent.label}-s{seed}"))
+                    cells.append(
+                        Cell(
+                            agent.label,
+                            agent.agent,
+                            game.env,
+                            seed,
+                            game.timesteps,
+                            game.n_envs,
+                            hp,
+                            self.runs_dir / game.env.replace("/", "-") / f"{agent.label}-s{seed}",
+                        )
+                    )
         return cells
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved grid (for the report)."""
-        return {"name": self.name, "agents": [dataclasses.asdict(a) for a in self.agents],
-                "games": [dataclasses.asdict(g) for g in self.games], "workers": self.workers,
-                "threads_per_cell": self.threads_per_cell, "device": self.device}
+        return {
+            "name": self.name,
+            "agents": [dataclasses.asdict(a) for a in self.agents],
+            "games": [dataclasses.asdict(g) for g in self.games],
+            "workers": self.workers,
+            "threads_per_cell": self.threads_per_cell,
+            "device": self.device,
+        }
 
 
 def load_grid(path: str | Path, root: Path | None = None) -> GridConfig:

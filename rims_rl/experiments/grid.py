@@ -43,12 +43,34 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-from ..utils.run_dir import (CELL_FILE, LOCK_FILE, LOG_FILE, TIMING_FILE, RunDir, RunInUseError, atomic_write_text,
-                             check_writable, identity_differences, read_timing)
+from ..utils.run_dir import (
+    CELL_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    TIMING_FILE,
+    RunDir,
+    RunInUseError,
+    atomic_write_text,
+    check_writable,
+    identity_differences,
+    read_timing,
+)
 from .config import Cell, GridConfig
 
-__all__ = ["CELL_FILE", "LOCK_FILE", "LOG_FILE", "TIMING_FILE", "GridResult", "TimingCallback", "cell_status",
-           "cell_steps", "check_grid", "read_timing", "run_cell", "run_grid"]
+__all__ = [
+    "CELL_FILE",
+    "LOCK_FILE",
+    "LOG_FILE",
+    "TIMING_FILE",
+    "GridResult",
+    "TimingCallback",
+    "cell_status",
+    "cell_steps",
+    "check_grid",
+    "read_timing",
+    "run_cell",
+    "run_grid",
+]
 
 
 class TimingCallback(BaseCallback):
@@ -69,7 +91,9 @@ class TimingCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.segments = read_timing(self.path)
-        self.segments.append({"start_step": int(self.num_timesteps), "end_step": int(self.num_timesteps), "seconds": 0.0})
+        self.segments.append(
+            {"start_step": int(self.num_timesteps), "end_step": int(self.num_timesteps), "seconds": 0.0}
+        )
         self._t0 = time.time()
         self._write()
 
@@ -122,8 +146,10 @@ def _check_existing(cell: Cell) -> str | None:
         return f"{cell.run_dir} holds a run whose {run.config_path.name} cannot be read ({e})"
     differences = identity_differences(saved, run_config(cell.env, cell.agent, cell.seed, _cell_config(cell)))
     if differences:
-        return (f"{cell.run_dir} holds a run with {'; '.join(differences)}: the grid's configuration changed; "
-                f"use another runs_dir (or move that run away)")
+        return (
+            f"{cell.run_dir} holds a run with {'; '.join(differences)}: the grid's configuration changed; "
+            f"use another runs_dir (or move that run away)"
+        )
     return None
 
 
@@ -175,14 +201,35 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
             problem = _check_existing(cell)
             if problem:
                 raise ValueError(problem)
-            atomic_write_text(yaml.safe_dump({"label": cell.label, "agent": cell.agent, "env": cell.env,
-                                              "seed": cell.seed, "timesteps": cell.timesteps, "hp": cell.hp},
-                                             sort_keys=False), cell.run_dir / CELL_FILE)
+            atomic_write_text(
+                yaml.safe_dump(
+                    {
+                        "label": cell.label,
+                        "agent": cell.agent,
+                        "env": cell.env,
+                        "seed": cell.seed,
+                        "timesteps": cell.timesteps,
+                        "hp": cell.hp,
+                    },
+                    sort_keys=False,
+                ),
+                cell.run_dir / CELL_FILE,
+            )
             torch.set_num_threads(threads)
             # train takes the same lock again (shared by this RunDir) and writes done.json at the end
-            train(cell.env, cell.agent, cell.seed, cell.timesteps, cell.n_envs, device, run, cell.hp,
-                  resume=run.status() == "partial", progress=False,
-                  callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)])
+            train(
+                cell.env,
+                cell.agent,
+                cell.seed,
+                cell.timesteps,
+                cell.n_envs,
+                device,
+                run,
+                cell.hp,
+                resume=run.status() == "partial",
+                progress=False,
+                callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)],
+            )
             return "trained"
     except RunInUseError:
         return "locked"
@@ -249,8 +296,15 @@ class _Progress:
 
     def __init__(self, cells: list[Cell], enabled: bool):
         self.cells = cells
-        self.bar = tqdm(total=sum(c.timesteps for c in cells), unit="step", unit_scale=True, dynamic_ncols=True,
-                        disable=not enabled, smoothing=0.02, desc="grid")
+        self.bar = tqdm(
+            total=sum(c.timesteps for c in cells),
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            disable=not enabled,
+            smoothing=0.02,
+            desc="grid",
+        )
         self.bar.update(self._steps())
         self._shown = self.bar.n
 
@@ -261,16 +315,24 @@ class _Progress:
         steps = self._steps()
         self.bar.update(max(steps - self._shown, 0))
         self._shown = max(steps, self._shown)
-        self.bar.set_postfix_str(f"cells {done}/{len(self.cells)} done, {running} running"
-                                 + (f", {failed} failed" if failed else ""), refresh=True)
+        self.bar.set_postfix_str(
+            f"cells {done}/{len(self.cells)} done, {running} running" + (f", {failed} failed" if failed else ""),
+            refresh=True,
+        )
 
     def close(self) -> None:
         self.bar.close()
 
 
-def run_grid(config: GridConfig, workers: int | None = None, backend: str = "local", progress: bool = True,
-             poll_seconds: float = 2.0, ray_address: str | None = None,
-             log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> GridResult:
+def run_grid(
+    config: GridConfig,
+    workers: int | None = None,
+    backend: str = "local",
+    progress: bool = True,
+    poll_seconds: float = 2.0,
+    ray_address: str | None = None,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> GridResult:
     """Train every unfinished cell of the grid.
 
     :param config: the grid
@@ -290,9 +352,12 @@ def run_grid(config: GridConfig, workers: int | None = None, backend: str = "loc
     check_grid(cells)
     result = GridResult([], [c.name for c in cells if cell_status(c) == "finished"], [], {})
     todo = [c for c in cells if cell_status(c) != "finished"]
-    log(f"grid {config.name}: {len(cells)} cells, {len(result.skipped)} finished, "
-        f"{sum(cell_status(c) == 'partial' for c in todo)} to resume, {sum(cell_status(c) == 'new' for c in todo)} new; "
-        f"{workers} at a time ({backend}), runs in {config.runs_dir}")
+    log(
+        f"grid {config.name}: {len(cells)} cells, {len(result.skipped)} finished, "
+        f"{sum(cell_status(c) == 'partial' for c in todo)} to resume, "
+        f"{sum(cell_status(c) == 'new' for c in todo)} new; "
+        f"{workers} at a time ({backend}), runs in {config.runs_dir}"
+    )
     if not todo:
         return result
     bar = _Progress(cells, progress)
@@ -325,8 +390,15 @@ def _record(result: GridResult, cell: Cell, status: str, message: str, log: Call
         log(f"FAILED {cell.name}: {message} (see {cell.run_dir / LOG_FILE})")
 
 
-def _run_local(todo: list[Cell], config: GridConfig, workers: int, bar: _Progress, result: GridResult,
-               poll_seconds: float, log: Callable[[str], None]) -> None:
+def _run_local(
+    todo: list[Cell],
+    config: GridConfig,
+    workers: int,
+    bar: _Progress,
+    result: GridResult,
+    poll_seconds: float,
+    log: Callable[[str], None],
+) -> None:
     # a fresh process per cell (memory freed after each), forked from a server that imported the
     # training stack once: cells start in a fraction of a second instead of re-importing torch
     ctx = mp.get_context("forkserver")
@@ -340,8 +412,11 @@ def _run_local(todo: list[Cell], config: GridConfig, workers: int, bar: _Progres
         while pending or running:
             while pending and len(running) < workers:
                 cell = pending.pop(0)
-                proc = ctx.Process(target=_cell_process, args=(cell, config.device, config.threads_per_cell, queue),
-                                   name=f"cell {cell.name}")
+                proc = ctx.Process(
+                    target=_cell_process,
+                    args=(cell, config.device, config.threads_per_cell, queue),
+                    name=f"cell {cell.name}",
+                )
                 proc.start()
                 running[str(cell.run_dir)] = (cell, proc)
             _drain(queue, running, result, log, timeout=poll_seconds)
@@ -351,8 +426,10 @@ def _run_local(todo: list[Cell], config: GridConfig, workers: int, bar: _Progres
                     if key in running:  # died without a word (killed, out of memory)
                         running.pop(key)
                         result.failed[cell.name] = f"process ended with exit code {proc.exitcode}"
-                        log(f"FAILED {cell.name}: process ended with exit code {proc.exitcode} "
-                            f"(see {cell.run_dir / LOG_FILE}); rerun the grid to resume it")
+                        log(
+                            f"FAILED {cell.name}: process ended with exit code {proc.exitcode} "
+                            f"(see {cell.run_dir / LOG_FILE}); rerun the grid to resume it"
+                        )
             bar.update(len(result.skipped) + len(result.trained), len(running), len(result.failed))
     except KeyboardInterrupt:
         result.interrupted = True
@@ -388,8 +465,16 @@ def _drain(queue, running: dict, result: GridResult, log: Callable[[str], None],
             return
 
 
-def _run_ray(todo: list[Cell], config: GridConfig, workers: int, bar: _Progress, result: GridResult,
-             poll_seconds: float, ray_address: str | None, log: Callable[[str], None]) -> None:
+def _run_ray(
+    todo: list[Cell],
+    config: GridConfig,
+    workers: int,
+    bar: _Progress,
+    result: GridResult,
+    poll_seconds: float,
+    ray_address: str | None,
+    log: Callable[[str], None],
+) -> None:
     try:
         import ray
     except ImportError:
@@ -428,8 +513,11 @@ def _ray_cell(cell: Cell, device: str, threads: int) -> tuple[str, str]:
     import contextlib
 
     cell.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(cell.run_dir / LOG_FILE, "a", buffering=1) as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log):
+    with (
+        open(cell.run_dir / LOG_FILE, "a", buffering=1) as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
         print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {cell.name} (ray, pid {os.getpid()})", flush=True)
         try:
             return "ok", run_cell(cell, device, threads)

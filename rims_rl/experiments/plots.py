@@ -38,8 +38,9 @@ def curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return steps, values.mean(axis=0), t_interval(values, axis=0)
 
 
-def plot_curves(runs: list[Run], path: Path, norms: dict[str, Normaliser] | None = None,
-                finished_only: bool = True) -> Path:
+def plot_curves(
+    runs: list[Run], path: Path, norms: dict[str, Normaliser] | None = None, finished_only: bool = True
+) -> Path:
     """``curves.png``: one panel per game, evaluation score (raw game score) against env steps, the
     mean over seeds of each agent with its 95% CI (Student t over seeds); the random policy's score
     (and the human score, where known) dashed.
@@ -62,8 +63,9 @@ def plot_curves(runs: list[Run], path: Path, norms: dict[str, Normaliser] | None
             steps, mean, ci = curve(game_runs)
             if not len(steps):
                 continue
-            ax.plot(steps, mean, color=palette[label], marker="o", markersize=2.5,
-                    label=f"{label} (n={len(game_runs)})")
+            ax.plot(
+                steps, mean, color=palette[label], marker="o", markersize=2.5, label=f"{label} (n={len(game_runs)})"
+            )
             ax.fill_between(steps, mean - ci, mean + ci, color=palette[label], alpha=0.2, linewidth=0)
         ref = norms[game].reference if norms and game in norms else None
         if ref is not None and ref.random is not None:
@@ -75,7 +77,7 @@ def plot_curves(runs: list[Run], path: Path, norms: dict[str, Normaliser] | None
         ax.set_ylabel("score")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.legend(fontsize=7, loc="best")
-    for ax in list(axes.flat)[len(games):]:
+    for ax in list(axes.flat)[len(games) :]:
         ax.axis("off")
     fig.suptitle("evaluation score: mean over seeds, 95% CI (Student t)")
     fig.tight_layout()
@@ -117,16 +119,23 @@ def plot_relative(runs: list[Run], path: Path, norms: dict[str, Normaliser], tre
     bars = ax.bar(range(len(order)), heights, color=colours, width=0.7)
     ax.set_xlim(-0.75, max(len(order) - 0.25, 0.75))
     for bar, h in zip(bars, heights):
-        ax.annotate(f"{h:+.0f}%", (bar.get_x() + bar.get_width() / 2, h), ha="center",
-                    va="bottom" if h >= 0 else "top", fontsize=8)
+        ax.annotate(
+            f"{h:+.0f}%",
+            (bar.get_x() + bar.get_width() / 2, h),
+            ha="center",
+            va="bottom" if h >= 0 else "top",
+            fontsize=8,
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(order, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"improvement of {treatment} over {baseline} (%)")
     human = any(norms[g].method == "human" for g in order)
-    ax.set_title(f"{treatment} (T) vs {baseline} (B), mean final scores: (T - B) / max(|B|, |random|)"
-                 + ("\nwhere human scores are known: (T - B) / (max(human, B) - random)" if human else ""),
-                 fontsize=8)
+    ax.set_title(
+        f"{treatment} (T) vs {baseline} (B), mean final scores: (T - B) / max(|B|, |random|)"
+        + ("\nwhere human scores are known: (T - B) / (max(human, B) - random)" if human else ""),
+        fontsize=8,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -47,7 +47,9 @@ def _read(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
-def load_references(atari_file: Path = ATARI_FILE, minatar_file: Path = MINATAR_FILE) -> dict[tuple[str, str], Reference]:
+def load_references(
+    atari_file: Path = ATARI_FILE, minatar_file: Path = MINATAR_FILE
+) -> dict[tuple[str, str], Reference]:
     """Every known reference, keyed by :func:`game_key`.
 
     :param atari_file: YAML with ``random`` and ``human`` mappings (short ALE names)
@@ -56,12 +58,16 @@ def load_references(atari_file: Path = ATARI_FILE, minatar_file: Path = MINATAR_
     refs: dict[tuple[str, str], Reference] = {}
     atari = _read(atari_file)
     for name in set(atari.get("random", {})) | set(atari.get("human", {})):
-        refs[("atari", name.lower())] = Reference(atari.get("random", {}).get(name), atari.get("human", {}).get(name),
-                                                  "published (Mnih et al. 2015; Wang et al. 2016)")
+        refs[("atari", name.lower())] = Reference(
+            atari.get("random", {}).get(name),
+            atari.get("human", {}).get(name),
+            "published (Mnih et al. 2015; Wang et al. 2016)",
+        )
     minatar = _read(minatar_file)
     for name, entry in (minatar.get("scores") or {}).items():
-        refs[game_key(name)] = Reference(float(entry["mean"]), None,
-                                         f"measured: {entry['episodes']} games of a uniformly random policy")
+        refs[game_key(name)] = Reference(
+            float(entry["mean"]), None, f"measured: {entry['episodes']} games of a uniformly random policy"
+        )
     return refs
 
 
@@ -104,13 +110,18 @@ def random_policy_score(game: str, episodes: int = 100, seed: int = 0, max_episo
         lengths.append(length)
         env.reset()
     scores = np.asarray(scores)
-    return {"mean": float(scores.mean()), "std": float(scores.std()),
-            "sem": float(scores.std(ddof=1) / math.sqrt(len(scores))) if len(scores) > 1 else 0.0,
-            "episodes": episodes, "mean_length": float(np.mean(lengths))}
+    return {
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "sem": float(scores.std(ddof=1) / math.sqrt(len(scores))) if len(scores) > 1 else 0.0,
+        "episodes": episodes,
+        "mean_length": float(np.mean(lengths)),
+    }
 
 
-def measure_random_scores(games: list[str] | None = None, episodes: int = 100, seed: int = 0,
-                          path: Path | None = MINATAR_FILE) -> dict[str, dict]:
+def measure_random_scores(
+    games: list[str] | None = None, episodes: int = 100, seed: int = 0, path: Path | None = MINATAR_FILE
+) -> dict[str, dict]:
     """Measure :func:`random_policy_score` for MinAtar games and (if ``path``) write the YAML file
     that :func:`load_references` reads.
 
@@ -127,10 +138,12 @@ def measure_random_scores(games: list[str] | None = None, episodes: int = 100, s
         scores[game] = random_policy_score(game, episodes, seed)
         scores[game]["seconds"] = round(time.time() - t0, 1)
     if path is not None:
-        header = (f"# Random-policy scores of MinAtar games, measured by rims_rl.experiments.references."
-                  f"measure_random_scores\n# (python scripts/compare.py --measure-random --episodes {episodes}"
-                  f" --seed {seed}): uniformly random actions,\n# sticky actions 0.1, whole games, the env the "
-                  f"agents train and are evaluated on.\n")
+        header = (
+            f"# Random-policy scores of MinAtar games, measured by rims_rl.experiments.references."
+            f"measure_random_scores\n# (python scripts/compare.py --measure-random --episodes {episodes}"
+            f" --seed {seed}): uniformly random actions,\n# sticky actions 0.1, whole games, the env the "
+            f"agents train and are evaluated on.\n"
+        )
         from ..utils import atomic_write_text
 
         body = yaml.safe_dump({"episodes": episodes, "seed": seed, "scores": scores}, sort_keys=False)

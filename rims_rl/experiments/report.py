@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .aggregate import (Aggregate, Run, aggregate, collect_runs, group, normalisers, relative_improvement,
-                        write_scores_csv)
+from .aggregate import (
+    Aggregate,
+    Run,
+    aggregate,
+    collect_runs,
+    group,
+    normalisers,
+    relative_improvement,
+    write_scores_csv,
+)
 from .plots import improvements, plot_curves, plot_relative
 from .references import game_key, load_paper_scores
 
@@ -34,35 +42,58 @@ def _fmt(x: float | None, digits: int = 1) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatment: str | None,
-                     baseline: str | None, name: str, description: str = "", runs_dir: str = "",
-                     not_started: list[str] = ()) -> str:
+def summary_markdown(
+    runs: list[Run],
+    norms,
+    aggregates: list[Aggregate],
+    treatment: str | None,
+    baseline: str | None,
+    name: str,
+    description: str = "",
+    runs_dir: str = "",
+    not_started: list[str] = (),
+) -> str:
     """The text of ``summary.md``; ``not_started`` names the grid's cells that have no run yet."""
     finished = [r for r in runs if r.finished]
     grouped = group(runs)
     lines = [f"# Comparison `{name}`", ""]
     if description:
         lines += [description.strip(), ""]
-    lines += [f"{len(finished)} of {len(runs)} runs finished" + (f" (run directories under `{runs_dir}`)" if runs_dir else "")
-              + ". Score: the mean raw game score (whole games, no reward clipping, actions sampled from the "
-              "policy); a run's *final* score is the mean of its evaluations in the last 10% of training "
-              "(e.g. at 900k, 950k, 1M steps and the end), *best* its best single evaluation. "
-              "Mean ± std over seeds.", ""]
+    lines += [
+        f"{len(finished)} of {len(runs)} runs finished"
+        + (f" (run directories under `{runs_dir}`)" if runs_dir else "")
+        + ". Score: the mean raw game score (whole games, no reward clipping, actions sampled from the "
+        "policy); a run's *final* score is the mean of its evaluations in the last 10% of training "
+        "(e.g. at 900k, 950k, 1M steps and the end), *best* its best single evaluation. "
+        "Mean ± std over seeds.",
+        "",
+    ]
 
     counted = {}  # label -> parameter counts of its first run that recorded them
     for r in runs:
         if r.parameters and r.label not in counted:
             counted[r.label] = (r.env, r.parameters)
     if counted:
-        lines += ["## Parameters", "", "Of each agent's policy (one game's run; recurrent cores of actor and critic together).", "",
-                  "| agent | game | recurrent cores | features extractor | heads | total |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Parameters",
+            "",
+            "Of each agent's policy (one game's run; recurrent cores of actor and critic together).",
+            "",
+            "| agent | game | recurrent cores | features extractor | heads | total |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, (env, p) in sorted(counted.items()):
-            lines.append(f"| {label} | {env} | {p['core']:,} | {p['features_extractor']:,} | {p['heads']:,} | {p['total']:,} |")
+            lines.append(
+                f"| {label} | {env} | {p['core']:,} | {p['features_extractor']:,} | {p['heads']:,} | {p['total']:,} |"
+            )
         lines.append("")
 
-    lines += ["## Per game", "",
-              "| game | agent | runs | env steps | final score | best evaluation | random | human | steps/s | hours/run |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Per game",
+        "",
+        "| game | agent | runs | env steps | final score | best evaluation | random | human | steps/s | hours/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for game in sorted(grouped, key=lambda g: (not g.lower().startswith("minatar/"), g)):
         ref = norms[game].reference
         for label, rs in sorted(grouped[game].items()):
@@ -71,80 +102,128 @@ def summary_markdown(runs: list[Run], norms, aggregates: list[Aggregate], treatm
             lines.append(
                 f"| {game} | {label} | {len(rs)} | {max(r.steps for r in rs):,} | {_pm([r.final_score for r in rs])} "
                 f"| {_pm([r.best_score for r in rs])} | {_fmt(ref.random, 2)} | {_fmt(ref.human, 1)} "
-                f"| {_fmt(float(np.mean(sps)) if sps else None, 0)} | {_fmt(float(np.mean(hours)) if hours else None, 2)} |")
+                f"| {_fmt(float(np.mean(sps)) if sps else None, 0)} "
+                f"| {_fmt(float(np.mean(hours)) if hours else None, 2)} |"
+            )
     lines.append("")
 
     if treatment and baseline:
         values = improvements(runs, norms, treatment, baseline)
         if values:
-            lines += [f"## {treatment} vs {baseline} per game", "",
-                      f"Relative improvement of the mean final score (`relative.png`): "
-                      f"`({treatment} − {baseline}) / max(|{baseline}|, |random|)`; where human scores are known "
-                      f"(Atari), `({treatment} − {baseline}) / (max(human, {baseline}) − random)` (Wang et al. 2016). "
-                      "*paper*: the same improvement computed from the RIM paper's Table 7 (RIM k=5 vs LSTM, "
-                      "10M steps), where the game is in it.", "",
-                      f"| game | {treatment} | {baseline} | improvement | better | paper |", "|---|---|---|---|---|---|"]
+            lines += [
+                f"## {treatment} vs {baseline} per game",
+                "",
+                f"Relative improvement of the mean final score (`relative.png`): "
+                f"`({treatment} − {baseline}) / max(|{baseline}|, |random|)`; where human scores are known "
+                f"(Atari), `({treatment} − {baseline}) / (max(human, {baseline}) − random)` (Wang et al. 2016). "
+                "*paper*: the same improvement computed from the RIM paper's Table 7 (RIM k=5 vs LSTM, "
+                "10M steps), where the game is in it.",
+                "",
+                f"| game | {treatment} | {baseline} | improvement | better | paper |",
+                "|---|---|---|---|---|---|",
+            ]
             paper = load_paper_scores() if {treatment, baseline} == {"rim", "lstm"} else {}
             for game in sorted(values, key=lambda g: -values[g] if not math.isnan(values[g]) else math.inf):
                 t = [r.final_score for r in grouped[game][treatment]]
                 b = [r.final_score for r in grouped[game][baseline]]
                 better = treatment if np.mean(t) > np.mean(b) else baseline if np.mean(t) < np.mean(b) else "tie"
                 ref = paper.get(game_key(game))
-                published = (f"{_fmt(relative_improvement(ref[treatment], ref[baseline], norms[game]), 0)}% "
-                             f"({ref[treatment]:g} vs {ref[baseline]:g})" if ref else "–")
+                published = (
+                    f"{_fmt(relative_improvement(ref[treatment], ref[baseline], norms[game]), 0)}% "
+                    f"({ref[treatment]:g} vs {ref[baseline]:g})"
+                    if ref
+                    else "–"
+                )
                 lines.append(f"| {game} | {_pm(t)} | {_pm(b)} | {_fmt(values[game], 0)}% | {better} | {published} |")
             wins = [g for g, v in values.items() if v > 0]
             losses = [g for g, v in values.items() if v < 0]
-            lines += ["", f"{treatment} has the higher mean final score on {len(wins)} of {len(values)} games"
-                      + (f"; {baseline} on {', '.join(sorted(losses))}" if losses else "") + ".", ""]
+            lines += [
+                "",
+                f"{treatment} has the higher mean final score on {len(wins)} of {len(values)} games"
+                + (f"; {baseline} on {', '.join(sorted(losses))}" if losses else "")
+                + ".",
+                "",
+            ]
 
     for agg in aggregates:
-        lines += [f"## Aggregate: {agg.suite}", "",
-                  f"{agg.runs_per_game} run(s) per agent on each of {len(agg.games)} game(s) "
-                  f"({', '.join(agg.games)}). Normalised final scores; 95% stratified-bootstrap confidence "
-                  f"intervals (rliable, Agarwal et al. 2021). IQM: the interquartile mean over all runs × games.", ""]
+        lines += [
+            f"## Aggregate: {agg.suite}",
+            "",
+            f"{agg.runs_per_game} run(s) per agent on each of {len(agg.games)} game(s) "
+            f"({', '.join(agg.games)}). Normalised final scores; 95% stratified-bootstrap confidence "
+            f"intervals (rliable, Agarwal et al. 2021). IQM: the interquartile mean over all runs × games.",
+            "",
+        ]
         methods = set(agg.method.values())
         if "human" in methods:
-            lines.append("- human-normalised: `(score − random) / (human − random)` (" +
-                         ", ".join(g for g, m in agg.method.items() if m == "human") + ")")
+            lines.append(
+                "- human-normalised: `(score − random) / (human − random)` ("
+                + ", ".join(g for g, m in agg.method.items() if m == "human")
+                + ")"
+            )
         if "best" in methods:
-            lines.append("- `(score − random) / (best − random)`, `best` = the highest final score of any run of the "
-                         "game in this comparison: 0 is a random policy, 1 the best run (" +
-                         ", ".join(g for g, m in agg.method.items() if m == "best") + ")")
+            lines.append(
+                "- `(score − random) / (best − random)`, `best` = the highest final score of any run of the "
+                "game in this comparison: 0 is a random policy, 1 the best run ("
+                + ", ".join(g for g, m in agg.method.items() if m == "best")
+                + ")"
+            )
         if agg.runs_per_game == 1:
-            lines.append("- one run per game: the bootstrap has nothing to resample, the intervals collapse to the point")
+            lines.append(
+                "- one run per game: the bootstrap has nothing to resample, the intervals collapse to the point"
+            )
         lines += ["", "| agent | IQM | median | mean |", "|---|---|---|---|"]
         for label, m in agg.metrics.items():
             lines.append(f"| {label} | {_ci(m['IQM'])} | {_ci(m['median'])} | {_ci(m['mean'])} |")
         if agg.improvement:
             t, b, p, lo, hi = agg.improvement
-            lines += ["", f"Probability of improvement P({t} > {b}) = {p:.3f} [{lo:.3f}, {hi:.3f}] "
-                      "(the chance that a run of the first beats a run of the second on a game, averaged over games)."]
+            lines += [
+                "",
+                f"Probability of improvement P({t} > {b}) = {p:.3f} [{lo:.3f}, {hi:.3f}] "
+                "(the chance that a run of the first beats a run of the second on a game, averaged over games).",
+            ]
         if agg.excluded:
             lines += ["", "Not in the aggregate: " + "; ".join(f"{g} ({why})" for g, why in agg.excluded.items()) + "."]
         lines.append("")
 
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
-        lines += ["## Unfinished runs (not in the tables above)", "", "| game | agent | seed | steps | final score so far |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r.env} | {r.label} | {r.seed} | {r.steps:,} / {r.target_steps:,} | {_fmt(r.final_score, 2)} |"
-                  for r in unfinished]
+        lines += [
+            "## Unfinished runs (not in the tables above)",
+            "",
+            "| game | agent | seed | steps | final score so far |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.env} | {r.label} | {r.seed} | {r.steps:,} / {r.target_steps:,} | {_fmt(r.final_score, 2)} |"
+            for r in unfinished
+        ]
         lines.append("")
     if not_started:
         lines += ["Not started (no run directory yet): " + ", ".join(not_started) + ".", ""]
-    lines += ["## Files", "", "- `scores.csv`: one row per run (final and best score, normalised final score, steps, "
-              "wall time, steps/s)", "- `curves.png`: evaluation score against env steps, mean over seeds with a 95% "
-              "Student-t confidence interval"]
+    lines += [
+        "## Files",
+        "",
+        "- `scores.csv`: one row per run (final and best score, normalised final score, steps, wall time, steps/s)",
+        "- `curves.png`: evaluation score against env steps, mean over seeds with a 95% Student-t confidence interval",
+    ]
     if treatment and baseline:
         lines.append("- `relative.png`: the per-game relative improvement above")
     lines.append("")
     return "\n".join(lines)
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = None, treatment: str | None = "rim",
-                 baseline: str | None = "lstm", reps: int = 2000, description: str = "",
-                 refs: dict | None = None, not_started: list[str] = ()) -> dict[str, Path]:
+def write_report(
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    name: str | None = None,
+    treatment: str | None = "rim",
+    baseline: str | None = "lstm",
+    reps: int = 2000,
+    description: str = "",
+    refs: dict | None = None,
+    not_started: list[str] = (),
+) -> dict[str, Path]:
     """Write ``scores.csv``, ``curves.png``, ``relative.png`` (if both agents have finished runs) and
     ``summary.md`` into ``out_dir`` from the run directories under ``runs_dir``.
 
@@ -169,14 +248,20 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, name: str | None = N
     labels = {r.label for r in runs if r.finished}
     treatment = treatment if treatment in labels else None
     baseline = baseline if baseline in labels else None
-    files = {"scores.csv": out_dir / "scores.csv", "curves.png": out_dir / "curves.png",
-             "summary.md": out_dir / "summary.md"}
+    files = {
+        "scores.csv": out_dir / "scores.csv",
+        "curves.png": out_dir / "curves.png",
+        "summary.md": out_dir / "summary.md",
+    }
     write_scores_csv(runs, files["scores.csv"], norms, root=runs_dir.parent)
     plot_curves(runs, files["curves.png"], norms)
     if treatment and baseline and improvements(runs, norms, treatment, baseline):
         files["relative.png"] = plot_relative(runs, out_dir / "relative.png", norms, treatment, baseline)
     aggregates = aggregate(runs, norms, treatment, baseline, reps) if labels else []
     shown = os.path.relpath(runs_dir) if runs_dir.resolve().is_relative_to(Path.cwd()) else str(runs_dir)
-    files["summary.md"].write_text(summary_markdown(runs, norms, aggregates, treatment, baseline,
-                                                    name or out_dir.name, description, shown, not_started))
+    files["summary.md"].write_text(
+        summary_markdown(
+            runs, norms, aggregates, treatment, baseline, name or out_dir.name, description, shown, not_started
+        )
+    )
     return files

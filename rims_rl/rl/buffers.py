@@ -60,10 +60,19 @@ class _MechanismStateChunks:
     active: np.ndarray
     _recurrent_base: type  # the sb3-contrib buffer this one extends
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
-                 state_shape: tuple[int, ...], device: torch.device | str = "auto", gae_lambda: float = 1,
-                 gamma: float = 0.99, n_envs: int = 1, sequence_length: int | None = None,
-                 active_source: Callable[[], torch.Tensor | None] | None = None):
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        state_shape: tuple[int, ...],
+        device: torch.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        sequence_length: int | None = None,
+        active_source: Callable[[], torch.Tensor | None] | None = None,
+    ):
         self.state_shape, self.sequence_length = tuple(state_shape), chunk_length(sequence_length, buffer_size)
         self.num_units = self.state_shape[-2]
         self.active_source = active_source
@@ -103,7 +112,9 @@ class _MechanismStateChunks:
         ``[n_envs * J, L, U*H]``, rows ordered as in :meth:`_chunk`."""
         starts = array[:: self.sequence_length].swapaxes(0, 1)  # [n_envs, J, *state_shape]
         layers = 1 if len(self.state_shape) == 2 else self.state_shape[0]
-        return self.to_torch(np.ascontiguousarray(starts).reshape(-1, layers, self.state_shape[-2] * self.state_shape[-1]))
+        return self.to_torch(
+            np.ascontiguousarray(starts).reshape(-1, layers, self.state_shape[-2] * self.state_shape[-1])
+        )
 
     def _prepare_chunks(self) -> dict:
         chunks = {name: self._chunk(getattr(self, name)) for name in STEP_ARRAYS}

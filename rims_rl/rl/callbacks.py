@@ -128,11 +128,19 @@ class RawScoreEvalCallback(BaseCallback):
         :return: the mean raw score
         """
         step = self.model.num_timesteps
-        scores, lengths = evaluate_policy(self.model, self.eval_env, self.n_episodes, self.deterministic,
-                                          return_episode_rewards=True, warn=False)
-        row = dict(timesteps=step, mean_score=float(np.mean(scores)), std_score=float(np.std(scores)),
-                   min_score=float(np.min(scores)), max_score=float(np.max(scores)),
-                   mean_length=float(np.mean(lengths)), episodes=len(scores), wall_time=round(time.time(), 3))
+        scores, lengths = evaluate_policy(
+            self.model, self.eval_env, self.n_episodes, self.deterministic, return_episode_rewards=True, warn=False
+        )
+        row = dict(
+            timesteps=step,
+            mean_score=float(np.mean(scores)),
+            std_score=float(np.std(scores)),
+            min_score=float(np.min(scores)),
+            max_score=float(np.max(scores)),
+            mean_length=float(np.mean(lengths)),
+            episodes=len(scores),
+            wall_time=round(time.time(), 3),
+        )
         self.run.append_evaluation(row)
         self.logger.record("eval/mean_reward", row["mean_score"])
         self.logger.record("eval/mean_ep_length", row["mean_length"])
@@ -191,8 +199,13 @@ class ProgressCallback(ProgressBarCallback):
         self.evaluator = evaluator
 
     def _on_training_start(self) -> None:
-        self.pbar = tqdm(total=self.locals["total_timesteps"], initial=self.num_timesteps, unit="step",
-                         dynamic_ncols=True, smoothing=0.05)
+        self.pbar = tqdm(
+            total=self.locals["total_timesteps"],
+            initial=self.num_timesteps,
+            unit="step",
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
         self._t0, self._s0, self._last = time.time(), self.num_timesteps, 0.0
 
     def _on_step(self) -> bool:
@@ -222,8 +235,11 @@ class HParamCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         if self.num_timesteps == 0:
-            self.logger.record("hparams", HParam(self.hparams, {"rollout/ep_rew_mean": 0.0, "eval/mean_reward": 0.0}),
-                               exclude=("stdout", "log", "json", "csv"))
+            self.logger.record(
+                "hparams",
+                HParam(self.hparams, {"rollout/ep_rew_mean": 0.0, "eval/mean_reward": 0.0}),
+                exclude=("stdout", "log", "json", "csv"),
+            )
 
     def _on_step(self) -> bool:
         return True

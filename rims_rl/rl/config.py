@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -60,7 +61,7 @@ class AgentConfig:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "AgentConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AgentConfig:
         """:raises ValueError: unknown keys (listing the allowed ones) or values of the wrong type"""
         config = build_dataclass(cls, data, "hyperparameter(s)", source)
         config.validate(source)

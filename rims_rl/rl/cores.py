@@ -57,8 +57,10 @@ def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int,
         raise ValueError(f"rim_kwargs['num_units'] must be a positive integer, got {units!r}")
     if "hidden_size" not in out:
         if lstm_hidden_size < units:
-            raise ValueError(f"lstm_hidden_size={lstm_hidden_size} leaves no hidden units for num_units={units} "
-                             "mechanisms: pass rim_kwargs['hidden_size']")
+            raise ValueError(
+                f"lstm_hidden_size={lstm_hidden_size} leaves no hidden units for num_units={units} "
+                "mechanisms: pass rim_kwargs['hidden_size']"
+            )
         out["hidden_size"] = lstm_hidden_size // units
     if out.get("input_value_size") is None and isinstance(out["hidden_size"], int):
         out["input_value_size"] = default_input_value_size(out["hidden_size"])  # the core's rule, for the saved config
@@ -110,6 +112,7 @@ def lstm_size_matching(parameters: int, input_size: int, num_layers: int = 1) ->
     :param input_size: features size F
     :param num_layers: L
     """
+
     def count(s: int) -> int:
         return 4 * (s * input_size + s * s + 2 * s) + (num_layers - 1) * 4 * (2 * s * s + 2 * s)
 
@@ -150,9 +153,15 @@ class RimCore(nn.Module):
     @property
     def state_shape(self) -> tuple[int, ...]:
         """Shape of one environment's state in the RIM rollout buffer: ``(U, H)``, ``(L, U, H)`` if L > 1."""
-        return (self.num_units, self.unit_size) if self.num_layers == 1 else (self.num_layers, self.num_units, self.unit_size)
+        return (
+            (self.num_units, self.unit_size)
+            if self.num_layers == 1
+            else (self.num_layers, self.num_units, self.unit_size)
+        )
 
-    def forward(self, xs: torch.Tensor, state: State, episode_starts: torch.Tensor) -> tuple[torch.Tensor, State, torch.Tensor]:
+    def forward(
+        self, xs: torch.Tensor, state: State, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """Run the RIM over a sequence; an episode start zeroes that row's state before the step.
 
         :param xs: features [T, B, F]
@@ -192,7 +201,9 @@ class LstmCore(nn.LSTM):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **lstm_kwargs):
         unknown = sorted(set(lstm_kwargs) - {"bias", "dropout"})
         if unknown:
-            raise ValueError(f"lstm_kwargs accepts only 'bias' and 'dropout' (time-major, one direction), got {unknown}")
+            raise ValueError(
+                f"lstm_kwargs accepts only 'bias' and 'dropout' (time-major, one direction), got {unknown}"
+            )
         super().__init__(input_size, hidden_size, num_layers=num_layers, **lstm_kwargs)
         self.last_active: torch.Tensor | None = None
 
@@ -221,4 +232,3 @@ class LstmCore(nn.LSTM):
             out, state = super().forward(piece, state)
             outs.append(out)
         return torch.cat(outs) if len(outs) > 1 else outs[0], state, None
-

@@ -29,8 +29,13 @@ import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway", "Seaquest": "seaquest",
-                 "SpaceInvaders": "space_invaders"}
+MINATAR_GAMES = {
+    "Asterix": "asterix",
+    "Breakout": "breakout",
+    "Freeway": "freeway",
+    "Seaquest": "seaquest",
+    "SpaceInvaders": "space_invaders",
+}
 
 
 def _camel(snake: str) -> str:
@@ -108,9 +113,16 @@ class AleVecEnv(VecEnv):
         from ale_py.vector_env import AtariVectorEnv
 
         self._env = AtariVectorEnv(
-            game, n_envs, stack_num=frame_stack, reward_clipping=False, episodic_life=False,
-            noop_max=noop_max, repeat_action_probability=repeat_action_probability,
-            max_num_frames_per_episode=max_episode_frames, autoreset_mode="SameStep", num_threads=num_threads,
+            game,
+            n_envs,
+            stack_num=frame_stack,
+            reward_clipping=False,
+            episodic_life=False,
+            noop_max=noop_max,
+            repeat_action_probability=repeat_action_probability,
+            max_num_frames_per_episode=max_episode_frames,
+            autoreset_mode="SameStep",
+            num_threads=num_threads,
         )
         self.render_mode = None
         super().__init__(n_envs, self._env.single_observation_space, self._env.single_action_space)
@@ -144,8 +156,11 @@ class AleVecEnv(VecEnv):
         for i in np.flatnonzero(dones):
             if game_over[i]:
                 infos[i]["terminal_observation"] = info["final_obs"][i]
-                infos[i]["episode"] = {"r": float(self._returns[i]), "l": int(self._lengths[i]),
-                                       "t": round(time.time() - self._t0, 6)}
+                infos[i]["episode"] = {
+                    "r": float(self._returns[i]),
+                    "l": int(self._lengths[i]),
+                    "t": round(time.time() - self._t0, 6),
+                }
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 self._returns[i] = 0
                 self._lengths[i] = 0
@@ -216,7 +231,7 @@ class MinAtarEnv(gym.Env):
     def render(self) -> np.ndarray:
         """An RGB image [10*8, 10*8, 3]: one colour per channel."""
         state = self._env.state()
-        colours = (np.array(__import__("matplotlib").colormaps["tab10"].colors)[: state.shape[-1]] * 255)
+        colours = np.array(__import__("matplotlib").colormaps["tab10"].colors)[: state.shape[-1]] * 255
         img = np.zeros((*state.shape[:2], 3))
         for c in range(state.shape[-1]):
             img[state[..., c]] = colours[c]
@@ -273,7 +288,9 @@ def make_atari_env(
 
         gym.register_envs(ale_py)
         venv = sb3_make_atari_env(
-            f"{_camel(game)}NoFrameskip-v4", n_envs=n_envs, seed=seed,
+            f"{_camel(game)}NoFrameskip-v4",
+            n_envs=n_envs,
+            seed=seed,
             wrapper_kwargs=dict(clip_reward=clip_reward, terminal_on_life_loss=episodic_life),
         )
         return VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv

@@ -42,8 +42,10 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm, 
         candidates = [run.final_weights, run.final_model] + [p for _, p in run.checkpoints()[::-1]]
         found = [p for p in candidates if p.is_file()]
         if not found:
-            raise FileNotFoundError(f"{path} holds no {run.final_weights.name}, no {run.final_model.name} "
-                                    f"and no checkpoints/model_<steps>_steps.zip")
+            raise FileNotFoundError(
+                f"{path} holds no {run.final_weights.name}, no {run.final_model.name} "
+                f"and no checkpoints/model_<steps>_steps.zip"
+            )
         path = found[0]
     if path.suffix == ".pt":
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -88,7 +90,7 @@ def _strip(history: list[np.ndarray], height: int, steps: int = 100, cell: int =
     units = len(history[-1])
     grid = np.zeros((units, steps), dtype=np.uint8)
     recent = np.array(history[-steps:], dtype=np.uint8).T  # [U, t]
-    grid[:, steps - recent.shape[1]:] = recent * 255
+    grid[:, steps - recent.shape[1] :] = recent * 255
     band = height // units
     img = np.kron(grid, np.ones((band, cell), dtype=np.uint8))
     img[band - 1 :: band] = 60  # separators between mechanisms
@@ -158,10 +160,17 @@ def evaluate(
     if not scores:
         raise RuntimeError(f"no game finished within {max_steps} steps")
     result: dict[str, Any] = {
-        "env": run["env"], "agent": run["agent"], "episodes": len(scores), "deterministic": deterministic,
-        "mean_score": float(np.mean(scores)), "std_score": float(np.std(scores)),
-        "min_score": float(np.min(scores)), "max_score": float(np.max(scores)),
-        "mean_length": float(np.mean(lengths)), "scores": scores, "lengths": lengths,
+        "env": run["env"],
+        "agent": run["agent"],
+        "episodes": len(scores),
+        "deterministic": deterministic,
+        "mean_score": float(np.mean(scores)),
+        "std_score": float(np.std(scores)),
+        "min_score": float(np.min(scores)),
+        "max_score": float(np.max(scores)),
+        "mean_length": float(np.mean(lengths)),
+        "scores": scores,
+        "lengths": lengths,
     }
     if history:
         result["activation_frequency"] = [round(float(f), 4) for f in np.mean(history, axis=0)]

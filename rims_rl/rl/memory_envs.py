@@ -3,9 +3,9 @@ memory suite of ``benchmarks/ppo_memory.py``: CartPole without velocities and ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -132,20 +132,43 @@ def _task(name: str, kind: str, max_return: float, random: float, description: s
 
 #: the memory suite: CartPole without velocities (sb3-contrib's benchmark) and POPGym's easy tasks of
 #: different kinds. POPGym's episode returns lie in [-1, 1] (the CartPoles' in [0, 1]).
-MEMORY_TASKS: dict[str, MemoryTask] = {t.name: t for t in (
-    _task("CartPoleNoVel", "control", 500.0, 22.55, "CartPole, positions only, 500 steps (sb3-contrib's benchmark)",
-          make_cartpole_novel),
-    _task("RepeatPreviousEasy", "recall", 1.0, -0.499, "output the suit seen 4 cards ago"),
-    _task("RepeatFirstEasy", "recall", 1.0, -0.497, "output the suit of the episode's first card"),
-    _task("CountRecallEasy", "counting", 1.0, -0.929, "how often has the queried colour been dealt so far"),
-    _task("AutoencodeEasy", "sequence", 1.0, -0.494, "watch a deck, then output it in reverse order"),
-    _task("NoisyPositionOnlyCartPoleEasy", "control", 1.0, 0.112, "CartPole, noisy positions (sigma 0.1) only, 200 steps"),
-    _task("HigherLowerEasy", "counting", 1.0, 0.0, "guess whether the next card is higher or lower (counting helps)"),
-)}
+MEMORY_TASKS: dict[str, MemoryTask] = {
+    t.name: t
+    for t in (
+        _task(
+            "CartPoleNoVel",
+            "control",
+            500.0,
+            22.55,
+            "CartPole, positions only, 500 steps (sb3-contrib's benchmark)",
+            make_cartpole_novel,
+        ),
+        _task("RepeatPreviousEasy", "recall", 1.0, -0.499, "output the suit seen 4 cards ago"),
+        _task("RepeatFirstEasy", "recall", 1.0, -0.497, "output the suit of the episode's first card"),
+        _task("CountRecallEasy", "counting", 1.0, -0.929, "how often has the queried colour been dealt so far"),
+        _task("AutoencodeEasy", "sequence", 1.0, -0.494, "watch a deck, then output it in reverse order"),
+        _task(
+            "NoisyPositionOnlyCartPoleEasy",
+            "control",
+            1.0,
+            0.112,
+            "CartPole, noisy positions (sigma 0.1) only, 200 steps",
+        ),
+        _task(
+            "HigherLowerEasy", "counting", 1.0, 0.0, "guess whether the next card is higher or lower (counting helps)"
+        ),
+    )
+}
 
 #: the tasks a suite runs by default
-DEFAULT_MEMORY_TASKS = ("CartPoleNoVel", "RepeatPreviousEasy", "RepeatFirstEasy", "CountRecallEasy", "AutoencodeEasy",
-                        "NoisyPositionOnlyCartPoleEasy")
+DEFAULT_MEMORY_TASKS = (
+    "CartPoleNoVel",
+    "RepeatPreviousEasy",
+    "RepeatFirstEasy",
+    "CountRecallEasy",
+    "AutoencodeEasy",
+    "NoisyPositionOnlyCartPoleEasy",
+)
 
 
 def make_memory_env(task: str) -> gym.Env:

@@ -30,8 +30,9 @@ MATCH_RIM = "match_rim"
 DEFAULT_STATE_SIZE = 256
 
 
-def resolve_critic(shared_lstm: bool, enable_critic_lstm: bool | None,
-                   shared_critic_grad: bool | None) -> tuple[bool, bool, bool]:
+def resolve_critic(
+    shared_lstm: bool, enable_critic_lstm: bool | None, shared_critic_grad: bool | None
+) -> tuple[bool, bool, bool]:
     """The critic's configuration from what the user gave (``None`` = not given).
 
     Nothing given: the critic has its own recurrent core (sb3-contrib's default). ``shared_lstm=True``:
@@ -51,8 +52,11 @@ def resolve_critic(shared_lstm: bool, enable_critic_lstm: bool | None,
     if shared_critic_grad and not shared_lstm:
         raise ValueError("shared_critic_grad=True needs shared_lstm=True (and enable_critic_lstm=False)")
     if not (shared_lstm or enable_critic_lstm):
-        warnings.warn("enable_critic_lstm=False without shared_lstm: the critic is memoryless (a Linear on one "
-                      "observation's features); leave both unset for a recurrent critic", stacklevel=3)
+        warnings.warn(
+            "enable_critic_lstm=False without shared_lstm: the critic is memoryless (a Linear on one "
+            "observation's features); leave both unset for a recurrent critic",
+            stacklevel=3,
+        )
     return shared_lstm, enable_critic_lstm, shared_critic_grad
 
 
@@ -62,8 +66,10 @@ def _num_elements(extractor: BaseFeaturesExtractor, input_elements: str) -> int:
         return 1
     num_elements = getattr(extractor, "num_elements", None)
     if num_elements is None:
-        raise ValueError(f"input_elements='spatial' needs a features extractor with a num_elements "
-                         f"attribute (e.g. SpatialNatureCNN), got {type(extractor).__name__}")
+        raise ValueError(
+            f"input_elements='spatial' needs a features extractor with a num_elements "
+            f"attribute (e.g. SpatialNatureCNN), got {type(extractor).__name__}"
+        )
     return num_elements
 
 
@@ -74,6 +80,7 @@ def parameter_counts(policy: torch.nn.Module) -> dict[str, int]:
     :return: ``core`` (recurrent cores, actor and critic; 0 without), ``features_extractor`` (all of them),
         ``heads`` (the rest: MLPs, action and value heads) and ``total``
     """
+
     def count(module: torch.nn.Module | None) -> int:
         return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
@@ -173,37 +180,51 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             raise ValueError(f"input_elements must be one of {INPUT_ELEMENTS}, got {input_elements!r}")
         match_rim = lstm_hidden_size == MATCH_RIM
         if match_rim and core != "lstm":
-            raise ValueError(f"lstm_hidden_size={MATCH_RIM!r} sizes an LSTM core: it needs core='lstm', got core={core!r}")
-        if not match_rim and (isinstance(lstm_hidden_size, bool) or not isinstance(lstm_hidden_size, int)
-                              or lstm_hidden_size < 1):
+            raise ValueError(
+                f"lstm_hidden_size={MATCH_RIM!r} sizes an LSTM core: it needs core='lstm', got core={core!r}"
+            )
+        if not match_rim and (
+            isinstance(lstm_hidden_size, bool) or not isinstance(lstm_hidden_size, int) or lstm_hidden_size < 1
+        ):
             raise ValueError(f"lstm_hidden_size must be a positive integer or {MATCH_RIM!r}, got {lstm_hidden_size!r}")
         if core == "lstm" and rim_kwargs and not match_rim:
-            raise ValueError(f"rim_kwargs apply to core='rim' only (or to core='lstm' with lstm_hidden_size="
-                             f"{MATCH_RIM!r}), got core='lstm' with rim_kwargs={rim_kwargs}")
-        shared_lstm, enable_critic_lstm, shared_critic_grad = resolve_critic(shared_lstm, enable_critic_lstm,
-                                                                             shared_critic_grad)
+            raise ValueError(
+                f"rim_kwargs apply to core='rim' only (or to core='lstm' with lstm_hidden_size="
+                f"{MATCH_RIM!r}), got core='lstm' with rim_kwargs={rim_kwargs}"
+            )
+        shared_lstm, enable_critic_lstm, shared_critic_grad = resolve_critic(
+            shared_lstm, enable_critic_lstm, shared_critic_grad
+        )
         if critic_core not in (None, core) and not enable_critic_lstm:
-            raise ValueError(f"critic_core={critic_core!r} needs a critic core of its own (enable_critic_lstm=True, "
-                             f"shared_lstm=False), got shared_lstm={shared_lstm}, enable_critic_lstm={enable_critic_lstm}")
-        if truncate_bptt is not None and (isinstance(truncate_bptt, bool) or not isinstance(truncate_bptt, int)
-                                          or truncate_bptt < 1):
+            raise ValueError(
+                f"critic_core={critic_core!r} needs a critic core of its own (enable_critic_lstm=True, "
+                f"shared_lstm=False), got shared_lstm={shared_lstm}, enable_critic_lstm={enable_critic_lstm}"
+            )
+        if truncate_bptt is not None and (
+            isinstance(truncate_bptt, bool) or not isinstance(truncate_bptt, int) or truncate_bptt < 1
+        ):
             raise ValueError(f"truncate_bptt must be a positive number of steps or None, got {truncate_bptt!r}")
         if kwargs.get("features_extractor_class") is None:
             if input_elements not in self.default_extractors:
-                raise ValueError(f"input_elements={input_elements!r} needs an image policy (CnnRimPolicy) or a "
-                                 "features_extractor_class with a num_elements attribute")
+                raise ValueError(
+                    f"input_elements={input_elements!r} needs an image policy (CnnRimPolicy) or a "
+                    "features_extractor_class with a num_elements attribute"
+                )
             kwargs["features_extractor_class"] = self.default_extractors[input_elements]
         self.core_kind, self.input_elements, self.shared_critic_grad = core, input_elements, shared_critic_grad
         self.critic_core_kind = critic_core or core
         self.core_init = core_init
         self.truncate_bptt = truncate_bptt
         if match_rim:  # size the LSTM from the RIM it matches, on the features this policy will have
-            extractor = kwargs["features_extractor_class"](observation_space, **(kwargs.get("features_extractor_kwargs") or {}))
+            extractor = kwargs["features_extractor_class"](
+                observation_space, **(kwargs.get("features_extractor_kwargs") or {})
+            )
             rim = resolve_rim_kwargs(rim_kwargs, DEFAULT_STATE_SIZE, n_lstm_layers)
             with torch.device("meta"):
                 rim_core = RimCore(int(extractor.features_dim), _num_elements(extractor, input_elements), rim)
-            lstm_hidden_size = lstm_size_matching(sum(p.numel() for p in rim_core.parameters()),
-                                                  int(extractor.features_dim), n_lstm_layers)
+            lstm_hidden_size = lstm_size_matching(
+                sum(p.numel() for p in rim_core.parameters()), int(extractor.features_dim), n_lstm_layers
+            )
         self.rim_kwargs = resolve_rim_kwargs(rim_kwargs, lstm_hidden_size, n_lstm_layers) if core == "rim" else None
         self.core_lstm_kwargs = dict(lstm_kwargs or {})
         self._lstm_hidden_size, self._n_lstm_layers = lstm_hidden_size, n_lstm_layers
@@ -212,9 +233,17 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
             layers = self.rim_kwargs["num_layers"]
         else:
             state_size, layers = lstm_hidden_size, n_lstm_layers
-        super().__init__(observation_space, action_space, lr_schedule, lstm_hidden_size=state_size,
-                         n_lstm_layers=layers, lstm_kwargs=lstm_kwargs, shared_lstm=shared_lstm,
-                         enable_critic_lstm=enable_critic_lstm, **kwargs)
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            lstm_hidden_size=state_size,
+            n_lstm_layers=layers,
+            lstm_kwargs=lstm_kwargs,
+            shared_lstm=shared_lstm,
+            enable_critic_lstm=enable_critic_lstm,
+            **kwargs,
+        )
 
         num_elements = _num_elements(self.features_extractor, input_elements)
         # Replace the parent's nn.LSTMs by the cores. Built after super().__init__(), they get no
@@ -285,7 +314,7 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
         for start in range(0, xs.shape[0], step):  # one piece unless BPTT is truncated
             if start:
                 states = tuple(s.detach() for s in states)
-            out, states, _ = lstm(xs[start:start + step], states, starts[start:start + step])
+            out, states, _ = lstm(xs[start : start + step], states, starts[start : start + step])
             outs.append(out)
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.transpose(0, 1).flatten(0, 1), states  # (T, n_seq, S) -> (n_seq * T, S)

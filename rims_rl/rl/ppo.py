@@ -15,7 +15,6 @@ from .buffers import RimDictRolloutBuffer, RimRolloutBuffer, chunk_length
 from .cores import RimCore
 from .policies import CnnRimPolicy, MlpRimPolicy, MultiInputRimPolicy, RimActorCriticPolicy
 
-
 #: environment variable: ``0`` turns ``RimPPO``'s default ``compile_core`` off
 COMPILE_ENV = "RIMS_RL_COMPILE"
 #: the longest training chunk ``RimPPO`` compiles by default
@@ -62,16 +61,25 @@ class RimPPO(RecurrentPPO):
         "MultiInputRimPolicy": MultiInputRimPolicy,
     }
 
-    def __init__(self, policy: str | type[RimActorCriticPolicy], env: Any, *args, sequence_length: int | None = 16,
-                 compile_core: bool | None = None, **kwargs):
+    def __init__(
+        self,
+        policy: str | type[RimActorCriticPolicy],
+        env: Any,
+        *args,
+        sequence_length: int | None = 16,
+        compile_core: bool | None = None,
+        **kwargs,
+    ):
         self.sequence_length = sequence_length
         self.compile_core = compile_core
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
         if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, RimActorCriticPolicy)):
-            raise ValueError(f"RimPPO needs a RimActorCriticPolicy (MlpRimPolicy, CnnRimPolicy, MultiInputRimPolicy), "
-                             f"got {getattr(self.policy_class, '__name__', self.policy_class)}")
+            raise ValueError(
+                f"RimPPO needs a RimActorCriticPolicy (MlpRimPolicy, CnnRimPolicy, MultiInputRimPolicy), "
+                f"got {getattr(self.policy_class, '__name__', self.policy_class)}"
+            )
         length = chunk_length(self.sequence_length, self.n_steps)
         if self.batch_size is not None and self.batch_size % length:
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of sequence_length={length}")
@@ -100,7 +108,9 @@ class RimPPO(RecurrentPPO):
         """RecurrentPPO's update over the chunked minibatches, then the mechanism statistics."""
         super().train()
         if self.policy.core_kind == "rim":
-            for name, value in mechanism_statistics(self.rollout_buffer.active, self.policy.lstm_actor.rim.k_active).items():
+            for name, value in mechanism_statistics(
+                self.rollout_buffer.active, self.policy.lstm_actor.rim.k_active
+            ).items():
                 self.logger.record(f"rim/{name}", value)
 
 

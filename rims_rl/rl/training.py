@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from stable_baselines3 import PPO
@@ -25,8 +26,14 @@ from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
 
 from ..utils.run_dir import RunDir, atomic_torch_save, atomic_write, check_writable, identity_differences
-from .callbacks import (AtomicCheckpointCallback, EveryNTimestepsAligned, HParamCallback, MechanismHeatmapCallback,
-                        ProgressCallback, RawScoreEvalCallback)
+from .callbacks import (
+    AtomicCheckpointCallback,
+    EveryNTimestepsAligned,
+    HParamCallback,
+    MechanismHeatmapCallback,
+    ProgressCallback,
+    RawScoreEvalCallback,
+)
 from .config import AgentConfig, load_agent, schedule
 from .envs import make_atari_env, resolve_env
 from .extractors import MinAtarCNN, SpatialNatureCNN
@@ -45,8 +52,12 @@ def _stderr(message: str) -> None:
 def build_env(env: str, config: AgentConfig, n_envs: int, seed: int | None, evaluation: bool = False) -> VecEnv:
     """The training env, or with ``evaluation`` whole games with raw rewards (no clipping, no episodic life)."""
     return make_atari_env(
-        env, n_envs, seed, frame_stack=config.frame_stack,
-        clip_reward=config.clip_reward and not evaluation, episodic_life=config.episodic_life and not evaluation,
+        env,
+        n_envs,
+        seed,
+        frame_stack=config.frame_stack,
+        clip_reward=config.clip_reward and not evaluation,
+        episodic_life=config.episodic_life and not evaluation,
     )
 
 
@@ -61,19 +72,30 @@ def policy_kwargs(config: AgentConfig) -> dict[str, Any]:
     return kwargs
 
 
-def build_model(config: AgentConfig, env: VecEnv, seed: int | None, device: str = "auto",
-                tensorboard_log: str | None = None) -> BaseAlgorithm:
+def build_model(
+    config: AgentConfig, env: VecEnv, seed: int | None, device: str = "auto", tensorboard_log: str | None = None
+) -> BaseAlgorithm:
     """A fresh ``RimPPO`` (RIM or LSTM core) or ``PPO`` from the config.
 
     :raises ValueError: a value the algorithm or the policy refuses (``k_active`` above ``num_units``, a
         negative learning rate, an unknown ``rim_kwargs`` key...), in one line
     """
     kwargs = dict(
-        learning_rate=schedule(config.learning_rate, "learning_rate"), n_steps=config.n_steps,
-        batch_size=config.batch_size, n_epochs=config.n_epochs, gamma=config.gamma, gae_lambda=config.gae_lambda,
-        clip_range=schedule(config.clip_range, "clip_range"), ent_coef=config.ent_coef, vf_coef=config.vf_coef,
-        max_grad_norm=config.max_grad_norm, policy_kwargs=policy_kwargs(config), seed=seed, device=device,
-        tensorboard_log=tensorboard_log, verbose=0,
+        learning_rate=schedule(config.learning_rate, "learning_rate"),
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.n_epochs,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        clip_range=schedule(config.clip_range, "clip_range"),
+        ent_coef=config.ent_coef,
+        vf_coef=config.vf_coef,
+        max_grad_norm=config.max_grad_norm,
+        policy_kwargs=policy_kwargs(config),
+        seed=seed,
+        device=device,
+        tensorboard_log=tensorboard_log,
+        verbose=0,
     )
     try:
         if config.algo == "rim_ppo":
@@ -83,8 +105,13 @@ def build_model(config: AgentConfig, env: VecEnv, seed: int | None, device: str 
         raise ValueError(f"cannot build the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def resolve_config(env: str, agent: str = "rim", hp: list[str] | dict[str, Any] | None = None,
-                   total_timesteps: int | None = None, n_envs: int | None = None) -> AgentConfig:
+def resolve_config(
+    env: str,
+    agent: str = "rim",
+    hp: list[str] | dict[str, Any] | None = None,
+    total_timesteps: int | None = None,
+    n_envs: int | None = None,
+) -> AgentConfig:
     """The full configuration of a new run: the preset of ``agent`` for the game's kind, ``--hp``
     overrides, then the total steps and env count.
 
@@ -121,8 +148,11 @@ def check_buildable(env: str, config: AgentConfig, seed: int = 0) -> dict[str, i
 def export_weights(model: BaseAlgorithm, run_config: dict[str, Any], path: Path) -> None:
     """A weights-only export: the policy's ``state_dict`` and the run config, readable with
     ``torch.load(path, weights_only=True)`` (an SB3 zip unpickles code)."""
-    data = {"format": WEIGHTS_FORMAT, "run": run_config,
-            "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.policy.state_dict().items()}}
+    data = {
+        "format": WEIGHTS_FORMAT,
+        "run": run_config,
+        "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.policy.state_dict().items()},
+    }
     atomic_torch_save(data, path)
 
 
@@ -137,8 +167,17 @@ class _PurgingTensorBoardOutputFormat(TensorBoardOutputFormat):
         self._is_closed = False
 
 
-def _learn(run: RunDir, model: BaseAlgorithm, config: AgentConfig, eval_env: VecEnv, run_info: dict[str, Any],
-           resumed: bool, progress: bool, callbacks: list[BaseCallback], log: Callable[[str], None]) -> None:
+def _learn(
+    run: RunDir,
+    model: BaseAlgorithm,
+    config: AgentConfig,
+    eval_env: VecEnv,
+    run_info: dict[str, Any],
+    resumed: bool,
+    progress: bool,
+    callbacks: list[BaseCallback],
+    log: Callable[[str], None],
+) -> None:
     """Train ``model`` to ``config.n_timesteps`` in ``run`` (whose lock is held), after dropping what a
     killed run logged beyond the model's step, then save the final model, its weights and ``done.json``."""
     step = model.num_timesteps
@@ -151,18 +190,27 @@ def _learn(run: RunDir, model: BaseAlgorithm, config: AgentConfig, eval_env: Vec
     model.set_logger(Logger(str(tb), [_PurgingTensorBoardOutputFormat(tb, step + 1 if step else 0)]))
     checkpointer = AtomicCheckpointCallback(run)
     evaluator = RawScoreEvalCallback(eval_env, config.eval_episodes, run)
-    run_callbacks = [EveryNTimestepsAligned(config.checkpoint_freq, checkpointer),
-                     EveryNTimestepsAligned(config.eval_freq, evaluator),  # and once at the end
-                     MechanismHeatmapCallback(), HParamCallback(config.to_dict())]
+    run_callbacks = [
+        EveryNTimestepsAligned(config.checkpoint_freq, checkpointer),
+        EveryNTimestepsAligned(config.eval_freq, evaluator),  # and once at the end
+        MechanismHeatmapCallback(),
+        HParamCallback(config.to_dict()),
+    ]
     if progress:
         run_callbacks.append(ProgressCallback(evaluator))
     run_callbacks += callbacks
     if getattr(model, "compile_core", False) and getattr(model.policy, "core_kind", None) == "rim":
-        log("compiling the RIM loop in the first rollout and update (about a minute on a CPU, seconds once "
-            "cached; RIMS_RL_COMPILE=0 turns it off)")
+        log(
+            "compiling the RIM loop in the first rollout and update (about a minute on a CPU, seconds once "
+            "cached; RIMS_RL_COMPILE=0 turns it off)"
+        )
     try:
-        model.learn(config.n_timesteps - step, callback=CallbackList(run_callbacks), reset_num_timesteps=not resumed,
-                    tb_log_name=algo.__name__)
+        model.learn(
+            config.n_timesteps - step,
+            callback=CallbackList(run_callbacks),
+            reset_num_timesteps=not resumed,
+            tb_log_name=algo.__name__,
+        )
     except KeyboardInterrupt:
         checkpointer.save()
         raise
@@ -170,12 +218,19 @@ def _learn(run: RunDir, model: BaseAlgorithm, config: AgentConfig, eval_env: Vec
         model.logger.close()
     atomic_write(run.final_model, model.save)
     export_weights(model, run_info, run.final_weights)
-    run.mark_done({"env": run_info["env"], "agent": run_info["agent"], "seed": run_info["seed"],
-                   "steps": int(model.num_timesteps)})
+    run.mark_done(
+        {
+            "env": run_info["env"],
+            "agent": run_info["agent"],
+            "seed": run_info["seed"],
+            "steps": int(model.num_timesteps),
+        }
+    )
 
 
-def _load_newest(run: RunDir, algo: type[BaseAlgorithm], venv: VecEnv, device: str,
-                 log: Callable[[str], None]) -> BaseAlgorithm | None:
+def _load_newest(
+    run: RunDir, algo: type[BaseAlgorithm], venv: VecEnv, device: str, log: Callable[[str], None]
+) -> BaseAlgorithm | None:
     """The newest checkpoint (or final model) of ``run`` that loads, saying which ones did not;
     ``None`` if there is none.
 
@@ -188,15 +243,19 @@ def _load_newest(run: RunDir, algo: type[BaseAlgorithm], venv: VecEnv, device: s
             model = algo.load(path, env=venv, device=device)
         except Exception as e:  # noqa: BLE001 -- a truncated or foreign file: fall back to an older one
             failed.append(path.name)
-            log(f"{run}: {path.relative_to(run.path)} cannot be loaded ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one")
+            log(
+                f"{run}: {path.relative_to(run.path)} cannot be loaded ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one"
+            )
             continue
         if failed:
             log(f"{run}: resuming from {path.relative_to(run.path)} ({model.num_timesteps} steps) instead")
         return model
     if candidates:
-        raise ValueError(f"cannot resume {run}: none of its {len(candidates)} checkpoint(s) can be loaded "
-                         f"({', '.join(failed)}); move them aside to train it again from step 0")
+        raise ValueError(
+            f"cannot resume {run}: none of its {len(candidates)} checkpoint(s) can be loaded "
+            f"({', '.join(failed)}); move them aside to train it again from step 0"
+        )
     return None
 
 
@@ -253,8 +312,11 @@ def train(
         (:class:`~rims_rl.utils.run_dir.RunInUseError`: another process trains the run)
     """
     resolve_env(env)
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(
-        run_dir or f"runs/{env.replace('/', '-')}-{agent}-s{0 if seed is None else seed}")
+    run = (
+        run_dir
+        if isinstance(run_dir, RunDir)
+        else RunDir(run_dir or f"runs/{env.replace('/', '-')}-{agent}-s{0 if seed is None else seed}")
+    )
     with contextlib.ExitStack() as stack:
         if resume:
             if not run.path.is_dir():
@@ -267,8 +329,11 @@ def train(
             if n_envs is not None:
                 wanted_config.n_envs = n_envs
             wanted = run_config(env, agent, saved.get("seed") if seed is None else seed, wanted_config)
-            differences = identity_differences(run_config(saved["env"], saved["agent"], saved["seed"], config), wanted,
-                                               ignore=("hyperparameters.n_timesteps",))
+            differences = identity_differences(
+                run_config(saved["env"], saved["agent"], saved["seed"], config),
+                wanted,
+                ignore=("hyperparameters.n_timesteps",),
+            )
             if differences:
                 raise ValueError(f"cannot resume {run}: it was trained with {'; '.join(differences)}")
             seed = saved["seed"]
@@ -295,8 +360,10 @@ def train(
         model = _load_newest(run, algo, venv, device, log) if resume else None
         if resume and model is None:
             if finished:  # kept without its model files (done.json and logs only)
-                raise ValueError(f"cannot continue {run}: it is finished, and neither its {run.final_model.name} "
-                                 f"nor a checkpoint is there to continue from")
+                raise ValueError(
+                    f"cannot continue {run}: it is finished, and neither its {run.final_model.name} "
+                    f"nor a checkpoint is there to continue from"
+                )
             log(f"{run} has no checkpoint to resume from: training it again from step 0")
         if model is None:
             model = build_model(config, venv, seed, device)

@@ -99,8 +99,15 @@ def render_balls(positions: np.ndarray, frame_size: int = 24, radius: float = 0.
     return np.clip((radius - dist) * frame_size + 0.5, 0.0, 1.0).max(-3).astype(np.float32)
 
 
-def balls_batch(num_balls: int, steps: int, batch_size: int, frame_size: int, radius: float, speed: float,
-                generator: torch.Generator) -> torch.Tensor:
+def balls_batch(
+    num_balls: int,
+    steps: int,
+    batch_size: int,
+    frame_size: int,
+    radius: float,
+    speed: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Frames of freshly simulated boxes: float32 [T, B, S, S]; the numpy seed is drawn from ``generator``."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     pos, _ = simulate_balls(num_balls, steps, batch_size, radius, speed, rng=rng)
@@ -179,7 +186,8 @@ class BallsTask(SupervisedTask):
         return balls_batch(num_balls, steps, batch_size, o.frame_size, o.radius, o.speed, generator)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
-        """:return: frames [seq_len, B, S, S] with ``train_balls`` balls; the model predicts frames[1:] from frames[:-1]"""
+        """:return: frames [seq_len, B, S, S] with ``train_balls`` balls; the model predicts frames[1:] from
+        frames[:-1]"""
         return self._frames(self.options.train_balls, self.options.seq_len, batch_size, generator)
 
     def loss(self, model, frames):

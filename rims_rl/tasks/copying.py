@@ -37,8 +37,12 @@ def copying_batch(
         which hold the input symbols), mask bool [T, B] of those copied positions;
         T = 2 * copy_length + gap + 1
     """
-    for name, value, low in (("batch_size", batch_size, 1), ("copy_length", copy_length, 1), ("gap", gap, 0),
-                             ("num_symbols", num_symbols, 1)):
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("copy_length", copy_length, 1),
+        ("gap", gap, 0),
+        ("num_symbols", num_symbols, 1),
+    ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     t = 2 * copy_length + gap + 1
@@ -127,7 +131,8 @@ class CopyingTask(SupervisedTask):
         o, out = self.options, {}
         for gap in o.test_gaps:
             inputs, targets, mask = to_model_device(
-                model, *copying_batch(o.eval_sequences, o.copy_length, gap, o.num_symbols, generator))
+                model, *copying_batch(o.eval_sequences, o.copy_length, gap, o.num_symbols, generator)
+            )
             logits = torch.cat([model(x)[0] for x in inputs.split(256, dim=1)], dim=1)
             out.update({f"test{gap}/{k}": v for k, v in copying_metrics(logits, targets, mask).items()})
         return out

@@ -20,10 +20,18 @@ import torch.nn.functional as F
 from .models import MnistModel
 from .task import SupervisedTask, to_model_device
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def _open(path: Path):
@@ -57,15 +65,16 @@ def save_idx(array: np.ndarray, path: str | os.PathLike) -> None:
     :param path: the file
     """
     array = np.asarray(array)
-    codes = {np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k
-             for k, v in _IDX_DTYPES.items()}
+    codes = {
+        np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k for k, v in _IDX_DTYPES.items()
+    }
     dtype = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
     if dtype not in codes:
         raise ValueError(f"IDX cannot store dtype {array.dtype}; allowed: uint8, int8, int16, int32, float32, float64")
     header = bytes([0, 0, codes[dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.astype(dtype).tobytes()
     path = Path(path)
-    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as f:
+    with gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb") as f:
         f.write(payload)
 
 

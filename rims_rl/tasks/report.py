@@ -36,6 +36,7 @@ PAPER = {  # RIM paper (arXiv 1909.10893) Table 1, as quoted in the project's is
     ("copying", "rim", "test200/ce_all"): 0.00,
 }
 
+
 def collect(runs_dir: str | Path) -> list[dict]:
     """One dict per run directory with a ``metrics.json``: task, model, seed, steps, its rows.
 
@@ -46,9 +47,18 @@ def collect(runs_dir: str | Path) -> list[dict]:
         config = upgrade_config(json.loads((metrics.parent / "config.json").read_text()))  # any version
         rows = json.loads(metrics.read_text())
         if rows:
-            runs.append({"name": metrics.parent.name, "task": config["task"], "model": config["model"],
-                         "seed": config["seed"], "steps": config["steps"], "rows": rows, "dir": metrics.parent,
-                         "settings": _settings(config)})
+            runs.append(
+                {
+                    "name": metrics.parent.name,
+                    "task": config["task"],
+                    "model": config["model"],
+                    "seed": config["seed"],
+                    "steps": config["steps"],
+                    "rows": rows,
+                    "dir": metrics.parent,
+                    "settings": _settings(config),
+                }
+            )
     _label_variants(runs)
     return runs
 
@@ -111,9 +121,18 @@ def summarise(runs: list[dict]) -> list[dict]:
         for metric in HEADLINE.get(task, []):
             values = [r[metric] for r in lasts if metric in r]
             if values:
-                out.append({"task": task, "model": variant, "metric": metric, "seeds": len(values),
-                            "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                            "values": values, "paper": PAPER.get((task, model, metric))})
+                out.append(
+                    {
+                        "task": task,
+                        "model": variant,
+                        "metric": metric,
+                        "seeds": len(values),
+                        "mean": statistics.fmean(values),
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                        "values": values,
+                        "paper": PAPER.get((task, model, metric)),
+                    }
+                )
     return out
 
 
@@ -133,9 +152,14 @@ def _plot(runs: list[dict], task: str, path: Path) -> None:
                 xs = [r["step"] for r in run["rows"] if metric in r]
                 ys = [r[metric] for r in run["rows"] if metric in r]
                 variant = run["variant"]
-                ax.plot(xs, ys, color=colours.get(run["model"]), alpha=0.8,
-                        linestyle=["-", "--", ":", "-."][variants.index(variant) % 4],
-                        label=f"{variant} s{run['seed']}")
+                ax.plot(
+                    xs,
+                    ys,
+                    color=colours.get(run["model"]),
+                    alpha=0.8,
+                    linestyle=["-", "--", ":", "-."][variants.index(variant) % 4],
+                    label=f"{variant} s{run['seed']}",
+                )
         ax.set_title(metric)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -152,7 +176,9 @@ def write_report(runs_dir: str | Path, out_dir: str | Path) -> list[dict]:
     for run in runs:
         shutil.copyfile(run["dir"] / "metrics.csv", out_dir / "curves" / f"{run['name']}.csv")
         shutil.copyfile(run["dir"] / "config.json", out_dir / "curves" / f"{run['name']}.config.json")
-    keys = ["name", "task", "model", "seed", "steps", "step"] + sorted({k for r in runs for k in r["rows"][-1]} - {"step"})
+    keys = ["name", "task", "model", "seed", "steps", "step"] + sorted(
+        {k for r in runs for k in r["rows"][-1]} - {"step"}
+    )
     with open(out_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -163,9 +189,13 @@ def write_report(runs_dir: str | Path, out_dir: str | Path) -> list[dict]:
     for s in summary:
         per_seed = ", ".join(f"{v:.3f}" for v in s["values"])
         paper = "" if s["paper"] is None else f"{s['paper']:.3g}"
-        lines.append(f"| {s['task']} | {s['model']} | {s['metric']} | {s['seeds']} | {s['mean']:.3f} ± {s['std']:.3f} "
-                     f"| {per_seed} | {paper} |")
-    unfinished = [f"{r['name']} (step {r['rows'][-1]['step']}/{r['steps']})" for r in runs if r["rows"][-1]["step"] != r["steps"]]
+        lines.append(
+            f"| {s['task']} | {s['model']} | {s['metric']} | {s['seeds']} | {s['mean']:.3f} ± {s['std']:.3f} "
+            f"| {per_seed} | {paper} |"
+        )
+    unfinished = [
+        f"{r['name']} (step {r['rows'][-1]['step']}/{r['steps']})" for r in runs if r["rows"][-1]["step"] != r["steps"]
+    ]
     if unfinished:
         lines += ["", "Unfinished (not in the table): " + ", ".join(unfinished)]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")

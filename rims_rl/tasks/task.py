@@ -31,8 +31,10 @@ class SupervisedTask:
     Options: type = object
 
     def __init__(self, options: dict | Any | None = None, core: dict | CoreConfig | None = None):
-        self.options = options if isinstance(options, self.Options) else build_dataclass(
-            self.Options, options, f"{self.name} option(s)"
+        self.options = (
+            options
+            if isinstance(options, self.Options)
+            else build_dataclass(self.Options, options, f"{self.name} option(s)")
         )
         self.core = core if isinstance(core, CoreConfig) else build_dataclass(CoreConfig, core, "core key(s)")
 

@@ -32,8 +32,19 @@ from .models import MODELS, drop_parameters_absent_from
 from .task import SupervisedTask
 
 LR_SCHEDULES = ("constant", "cosine")
-__all__ = ["CONFIG_VERSION", "LOCK_FILE", "LR_SCHEDULES", "PRESETS_DIR", "TASKS", "TrainConfig", "load_preset",
-           "resolve_device", "train", "train_step", "upgrade_config"]
+__all__ = [
+    "CONFIG_VERSION",
+    "LOCK_FILE",
+    "LR_SCHEDULES",
+    "PRESETS_DIR",
+    "TASKS",
+    "TrainConfig",
+    "load_preset",
+    "resolve_device",
+    "train",
+    "train_step",
+    "upgrade_config",
+]
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
 #: the vocabulary of configs written now (:attr:`TrainConfig.version`)
 CONFIG_VERSION = 2
@@ -81,8 +92,10 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.version != CONFIG_VERSION:
-            raise ValueError(f"version must be {CONFIG_VERSION} (older saved configs are read with "
-                             f"TrainConfig.from_saved), got {self.version!r}")
+            raise ValueError(
+                f"version must be {CONFIG_VERSION} (older saved configs are read with "
+                f"TrainConfig.from_saved), got {self.version!r}"
+            )
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; allowed: {sorted(TASKS)}")
         if self.model not in MODELS:
@@ -168,8 +181,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def train_step(task: SupervisedTask, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,
-               grad_clip: float | None) -> tuple[torch.Tensor, dict[str, float]]:
+def train_step(
+    task: SupervisedTask, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, grad_clip: float | None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One optimiser step on ``batch`` (from ``task.sample_batch``): loss, backward, gradient-norm clip, step.
 
     :return: the loss (a scalar tensor) and the task's extra per-batch metrics
@@ -202,8 +216,9 @@ def _normalise(config: TrainConfig) -> dict:
     return json.loads(_json(config.to_dict()))
 
 
-def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print,
-          device: str | torch.device = "cpu") -> list[dict]:
+def train(
+    config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print, device: str | torch.device = "cpu"
+) -> list[dict]:
     """Train (or resume) a run, holding a lock on its directory (``.lock``) so that no other process
     trains it at the same time.
 
@@ -223,8 +238,9 @@ def train(config: TrainConfig, run_dir: str | Path, progress: bool = True, log=p
         return _train(config, Path(run_dir), progress, log, torch.device(device), stack)
 
 
-def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torch.device,
-           stack: contextlib.ExitStack) -> list[dict]:
+def _train(
+    config: TrainConfig, run_dir: Path, progress: bool, log, device: torch.device, stack: contextlib.ExitStack
+) -> list[dict]:
     """The body of :func:`train`; the directory's lock is entered on ``stack`` (released when it closes)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -234,16 +250,20 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
         saved = _normalise(TrainConfig.from_saved(json.loads(config_path.read_text())))  # fills new defaults
         # more (or fewer) steps may be asked, and another thread count (like the device, not part of the result)
         if {**saved, "steps": config.steps, "num_threads": config.num_threads} != _normalise(config):
-            raise ValueError(f"{run_dir} holds a run with a different config; use another run directory "
-                             f"or resume it with its own config ({config_path})")
+            raise ValueError(
+                f"{run_dir} holds a run with a different config; use another run directory "
+                f"or resume it with its own config ({config_path})"
+            )
         metrics_path = run_dir / "metrics.json"
         rows = json.loads(metrics_path.read_text()) if metrics_path.exists() else []
         if rows and rows[-1]["step"] >= config.steps:  # finished, with or without its checkpoint
             log(f"{run_dir} is finished (step {rows[-1]['step']}); nothing to do")
             return rows
         if metrics_path.exists() and not ckpt_path.exists():  # results kept without their checkpoint
-            raise ValueError(f"{run_dir} holds metrics up to step {rows[-1]['step'] if rows else 0} but no "
-                             f"checkpoint.pt to resume from; use another run directory")
+            raise ValueError(
+                f"{run_dir} holds metrics up to step {rows[-1]['step'] if rows else 0} but no "
+                f"checkpoint.pt to resume from; use another run directory"
+            )
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
@@ -251,7 +271,9 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
     model = task.make_model().to(device)  # and the core's sizes
     stack.enter_context(RunDir(run_dir).lock())  # creates the folder, probed for writing
     atomic_write_text(_json(config.to_dict()), config_path)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None  # tensors, plain values
+    ckpt = (
+        torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
+    )  # tensors, plain values
     if ckpt is not None:
         drop_parameters_absent_from(model, ckpt["model"])  # before the optimizer sees the parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -286,22 +308,32 @@ def _train(config: TrainConfig, run_dir: Path, progress: bool, log, device: torc
         writer.flush()
         _write_metrics(run_dir, rows)
         atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "data_rng": data_gen.get_state(),
-             "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-             "step": step, "metrics": rows, "elapsed_s": elapsed, "running_loss": train_loss,
-             "config": config.to_dict()},
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "data_rng": data_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "step": step,
+                "metrics": rows,
+                "elapsed_s": elapsed,
+                "running_loss": train_loss,
+                "config": config.to_dict(),
+            },
             ckpt_path,
         )
 
     model.train()
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"{config.task}/{config.model}",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps, initial=step, disable=not progress, desc=f"{config.task}/{config.model}", dynamic_ncols=True
+    )
     while step < config.steps:
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        loss, extra = train_step(task, model, optimizer, task.sample_batch(config.batch_size, data_gen), config.grad_clip)
+        loss, extra = train_step(
+            task, model, optimizer, task.sample_batch(config.batch_size, data_gen), config.grad_clip
+        )
         step += 1
         elapsed += time.perf_counter() - t0
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()

@@ -17,8 +17,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["add_hp_argument", "as_overrides", "build_dataclass", "check_keys", "merge", "parse_overrides",
-           "parse_value"]
+__all__ = [
+    "add_hp_argument",
+    "as_overrides",
+    "build_dataclass",
+    "check_keys",
+    "merge",
+    "parse_overrides",
+    "parse_value",
+]
 
 
 def check_keys(data: Iterable[str], allowed: Iterable[str], what: str = "key(s)", where: str | None = None) -> None:
@@ -116,5 +123,11 @@ def add_hp_argument(parser: argparse.ArgumentParser, example: str) -> None:
     :param parser: the command's parser
     :param example: an example for the help text
     """
-    parser.add_argument("--hp", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                        help=f"override settings (dotted keys for nested ones, values YAML), e.g. {example}")
+    parser.add_argument(
+        "--hp",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override settings (dotted keys for nested ones, values YAML), e.g. {example}",
+    )

@@ -36,8 +36,9 @@ import re
 import secrets
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 import torch
 import yaml
@@ -53,8 +54,16 @@ DONE_FILE = "done.json"
 CELL_FILE = "cell.yaml"
 TIMING_FILE = "timing.json"
 LOG_FILE = "train.log"
-EVALUATION_FIELDS = ("timesteps", "mean_score", "std_score", "min_score", "max_score", "mean_length", "episodes",
-                     "wall_time")
+EVALUATION_FIELDS = (
+    "timesteps",
+    "mean_score",
+    "std_score",
+    "min_score",
+    "max_score",
+    "mean_length",
+    "episodes",
+    "wall_time",
+)
 #: the keys of ``config.yaml`` that identify a run (not ``parameters``, derived, nor ``command``)
 IDENTITY_KEYS = ("env", "agent", "seed", "hyperparameters")
 _CHECKPOINT_NAME = re.compile(r"model_(\d+)_steps\.zip")

@@ -30,6 +30,9 @@ inputs, _, _ = copying_batch(128, o.copy_length, args.gap, o.num_symbols, torch.
 with torch.no_grad():
     active = model(inputs)[2].float()  # [T, B, U]
 end = o.copy_length + args.gap
-for phase, steps in (("reading the symbols", slice(0, o.copy_length)), (f"gap of {args.gap} blanks", slice(o.copy_length, end)),
-                     ("delimiter and output", slice(end, None))):
+for phase, steps in (
+    ("reading the symbols", slice(0, o.copy_length)),
+    (f"gap of {args.gap} blanks", slice(o.copy_length, end)),
+    ("delimiter and output", slice(end, None)),
+):
     print(f"{phase:22s}", " ".join(f"{v:.2f}" for v in active[steps].mean((0, 1)).tolist()))

@@ -106,8 +106,9 @@ def test_step_with_dropout_matches_reference_under_replayed_masks(kw, n, rates):
         assert not input_keep.all() and input_keep.any()  # dropout did drop some weights and kept others
     if comm_rate:
         assert not comm_keep.all()
-    ref_state, ref_active, _ = reference_step(cell, x, state, input_dropout=input_rate, comm_dropout=comm_rate,
-                                              input_keep=input_keep, comm_keep=comm_keep)
+    ref_state, ref_active, _ = reference_step(
+        cell, x, state, input_dropout=input_rate, comm_dropout=comm_rate, input_keep=input_keep, comm_keep=comm_keep
+    )
     assert torch.equal(active, ref_active)
     for a, r in zip(new, ref_state):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
@@ -121,8 +122,12 @@ def test_reference_draws_reproducible_masks_and_checks_their_shape():
     wrong shape is refused."""
     cell = make_cell()
     x, state = torch.randn(4, 2, cell.input_size), random_state(cell, 4)
-    steps = [reference_step(cell, x, state, input_dropout=0.3, comm_dropout=0.3,
-                            generator=torch.Generator().manual_seed(seed))[0][0] for seed in (0, 0, 1)]
+    steps = [
+        reference_step(
+            cell, x, state, input_dropout=0.3, comm_dropout=0.3, generator=torch.Generator().manual_seed(seed)
+        )[0][0]
+        for seed in (0, 0, 1)
+    ]
     assert torch.equal(steps[0], steps[1]) and not torch.allclose(steps[0], steps[2])
     with pytest.raises(ValueError, match=r"keep mask must have shape \(4, 6, 1, 3\), got \(4, 6, 3\)"):
         reference_step(cell, x, state, input_dropout=0.3, input_keep=torch.ones(4, 6, 3, dtype=torch.bool))
@@ -376,8 +381,15 @@ def test_compiled_sequence_equals_eager(cell_type, n, heads):
     outputs, active sets, states and gradients, episode starts included: T=4 steps, the RL path (LSTM
     cells, one element, 4 heads: the fast path) and GRU cells with 3 input elements (the general path)."""
     torch.manual_seed(0)
-    kw = dict(input_dropout=0.0, comm_dropout=0.0, num_input_heads=heads, input_key_size=4, comm_key_size=4,
-              comm_value_size=4, num_comm_heads=2)
+    kw = dict(
+        input_dropout=0.0,
+        comm_dropout=0.0,
+        num_input_heads=heads,
+        input_key_size=4,
+        comm_key_size=4,
+        comm_value_size=4,
+        num_comm_heads=2,
+    )
     eager = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
     compiled = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
     compiled.load_state_dict(eager.state_dict())
@@ -407,6 +419,8 @@ def test_a_failing_compilation_falls_back_to_eager():
         raise RuntimeError("no compiler\nmore detail")
 
     rim.layers[0]._compiled_loop = broken
-    with pytest.warns(UserWarning, match=r"compile_sequence failed \(RuntimeError: no compiler\); the RIM runs eagerly"):
+    with pytest.warns(
+        UserWarning, match=r"compile_sequence failed \(RuntimeError: no compiler\); the RIM runs eagerly"
+    ):
         out = rim(xs)[0]
     assert torch.equal(out, expected) and rim.layers[0]._compiled_loop is None

@@ -10,8 +10,15 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from rims_rl.experiments.aggregate import (aggregate, collect_runs, group, normalisers, read_evaluations,
-                                           relative_improvement, t_interval)
+from rims_rl.experiments.aggregate import (
+    aggregate,
+    collect_runs,
+    group,
+    normalisers,
+    read_evaluations,
+    relative_improvement,
+    t_interval,
+)
 from rims_rl.experiments.plots import curve, improvements
 from rims_rl.experiments.references import Reference, load_references
 from rims_rl.experiments.report import write_report
@@ -20,8 +27,11 @@ from .conftest import make_run
 
 T975_2 = 4.302652729911275  # Student t quantile 0.975, 2 degrees of freedom
 
-REFS = {("minatar", "breakout"): Reference(random=1.0), ("minatar", "asterix"): Reference(random=0.5),
-        ("atari", "pong"): Reference(random=-20.7, human=14.6)}
+REFS = {
+    ("minatar", "breakout"): Reference(random=1.0),
+    ("minatar", "asterix"): Reference(random=0.5),
+    ("atari", "pong"): Reference(random=-20.7, human=14.6),
+}
 FINALS = {  # game -> agent -> final score of seeds 0, 1, 2
     "MinAtar/Breakout": {"rim": [10, 12, 14], "lstm": [5, 6, 7]},
     "MinAtar/Asterix": {"rim": [2, 3, 4], "lstm": [4, 5, 6]},  # where RIM does not win
@@ -34,8 +44,9 @@ def runs_dir(tmp_path):
     for game, by_agent in FINALS.items():
         for agent, finals in by_agent.items():
             for seed, final in enumerate(finals):
-                make_run(root, game, agent, seed, [(50, final / 2), (100, final)], label=agent,
-                         segments=[(0, 100, 10.0)])
+                make_run(
+                    root, game, agent, seed, [(50, final / 2), (100, final)], label=agent, segments=[(0, 100, 10.0)]
+                )
     make_run(root, "MinAtar/Freeway", "rim", 0, [(100, 1.0)])  # one seed each: not in the 3-seed aggregate
     make_run(root, "MinAtar/Freeway", "lstm", 0, [(100, 2.0)])
     make_run(root, "Pong", "rim", 0, [(100, -10.0)])
@@ -46,8 +57,14 @@ def runs_dir(tmp_path):
 
 def test_resumed_run_keeps_the_final_lineage_and_its_timing(tmp_path):
     # killed after evaluating 300, resumed from the checkpoint at 100: rows 200 and 300 are evaluated again
-    run = make_run(tmp_path, "MinAtar/Breakout", "rim", 0, [(100, 1), (200, 2), (300, 3), (200, 5), (300, 6), (400, 7)],
-                   segments=[(0, 300, 10.0), (100, 400, 5.0)])
+    run = make_run(
+        tmp_path,
+        "MinAtar/Breakout",
+        "rim",
+        0,
+        [(100, 1), (200, 2), (300, 3), (200, 5), (300, 6), (400, 7)],
+        segments=[(0, 300, 10.0), (100, 400, 5.0)],
+    )
     steps, scores = read_evaluations(run / "evaluations.csv")
     assert steps.tolist() == [100, 200, 300, 400] and scores.tolist() == [1, 5, 6, 7]
     (r,) = collect_runs(tmp_path)
@@ -56,9 +73,14 @@ def test_resumed_run_keeps_the_final_lineage_and_its_timing(tmp_path):
 
 
 def test_final_score_averages_the_evaluations_of_the_last_tenth_of_training(tmp_path):
-    run = make_run(tmp_path, "MinAtar/Breakout", "rim", 0,
-                   [(50_000, 9.0), (850_000, 9.0), (900_000, 2.0), (950_000, 3.0), (1_000_000, 4.0), (1_000_448, 9.0)],
-                   target=1_000_000)  # SB3 ends training on a whole rollout, a little past the target
+    make_run(
+        tmp_path,
+        "MinAtar/Breakout",
+        "rim",
+        0,
+        [(50_000, 9.0), (850_000, 9.0), (900_000, 2.0), (950_000, 3.0), (1_000_000, 4.0), (1_000_448, 9.0)],
+        target=1_000_000,
+    )  # SB3 ends training on a whole rollout, a little past the target
     (r,) = collect_runs(tmp_path)
     assert r.final_score == pytest.approx((2 + 3 + 4 + 9) / 4) and r.best_score == 9
 
@@ -80,8 +102,10 @@ def test_aggregate_iqm_cis_and_probability_of_improvement(runs_dir):
     minatar = aggs["minatar"]
     assert minatar.games == ["MinAtar/Asterix", "MinAtar/Breakout"] and minatar.runs_per_game == 3
     assert "MinAtar/Freeway" in minatar.excluded
-    rim = np.array([(s - 0.5) / 5.5 for s in FINALS["MinAtar/Asterix"]["rim"]]
-                   + [(s - 1.0) / 13.0 for s in FINALS["MinAtar/Breakout"]["rim"]])
+    rim = np.array(
+        [(s - 0.5) / 5.5 for s in FINALS["MinAtar/Asterix"]["rim"]]
+        + [(s - 1.0) / 13.0 for s in FINALS["MinAtar/Breakout"]["rim"]]
+    )
     point, low, high = minatar.metrics["rim"]["IQM"]
     assert point == pytest.approx(np.mean(np.sort(rim)[1:-1]))  # 6 scores: the middle 4
     assert minatar.metrics["rim"]["mean"][0] == pytest.approx(rim.mean())
@@ -116,8 +140,16 @@ def test_curve_mean_and_t_interval(runs_dir):
 
 def test_report_files(runs_dir, tmp_path):
     out = tmp_path / "results"
-    files = write_report(runs_dir, out, "synthetic", "rim", "lstm", reps=100, refs=REFS,
-                         not_started=["Seaquest rim s0", "Seaquest lstm s0"])
+    files = write_report(
+        runs_dir,
+        out,
+        "synthetic",
+        "rim",
+        "lstm",
+        reps=100,
+        refs=REFS,
+        not_started=["Seaquest rim s0", "Seaquest lstm s0"],
+    )
     assert set(files) == {"scores.csv", "curves.png", "relative.png", "summary.md"}
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 17 and sum(r["finished"] == "0" for r in rows) == 1
@@ -162,8 +194,10 @@ def test_runs_whose_configurations_differ_are_never_averaged(tmp_path):
 def test_report_prints_each_agents_parameter_counts(runs_dir, tmp_path):
     import yaml
 
-    counts = {"rim": dict(core=564_416, features_extractor=100, heads=10, total=564_526),
-              "lstm": dict(core=132_096, features_extractor=100, heads=10, total=132_206)}
+    counts = {
+        "rim": dict(core=564_416, features_extractor=100, heads=10, total=564_526),
+        "lstm": dict(core=132_096, features_extractor=100, heads=10, total=132_206),
+    }
     for agent, p in counts.items():
         path = runs_dir / "MinAtar-Breakout" / f"{agent}-s0" / "config.yaml"
         path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "parameters": p}))

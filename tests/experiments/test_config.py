@@ -22,33 +22,56 @@ def compare_main(argv):
 
 
 def grid(**changes):
-    data = {"name": "g", "agents": ["rim", "lstm"], "seeds": 2, "timesteps": 1000,
-            "games": ["MinAtar/Breakout", {"env": "Pong", "seeds": [7], "timesteps": 500, "eval_freq": 100}]}
+    data = {
+        "name": "g",
+        "agents": ["rim", "lstm"],
+        "seeds": 2,
+        "timesteps": 1000,
+        "games": ["MinAtar/Breakout", {"env": "Pong", "seeds": [7], "timesteps": 500, "eval_freq": 100}],
+    }
     data.update(changes)
     return data
 
 
 def test_cells_resolve_every_override(tmp_path):
-    config = GridConfig.from_dict(grid(hp={"n_steps": 64, "policy_kwargs": {"enable_critic_lstm": False}},
-                                       eval_episodes=3), root=tmp_path)
+    config = GridConfig.from_dict(
+        grid(hp={"n_steps": 64, "policy_kwargs": {"enable_critic_lstm": False}}, eval_episodes=3), root=tmp_path
+    )
     cells = config.cells()
     assert [(c.env, c.label, c.seed, c.timesteps) for c in cells] == [  # seed-major
-        ("MinAtar/Breakout", "rim", 0, 1000), ("MinAtar/Breakout", "lstm", 0, 1000),
-        ("Pong", "rim", 7, 500), ("Pong", "lstm", 7, 500),
-        ("MinAtar/Breakout", "rim", 1, 1000), ("MinAtar/Breakout", "lstm", 1, 1000)]
+        ("MinAtar/Breakout", "rim", 0, 1000),
+        ("MinAtar/Breakout", "lstm", 0, 1000),
+        ("Pong", "rim", 7, 500),
+        ("Pong", "lstm", 7, 500),
+        ("MinAtar/Breakout", "rim", 1, 1000),
+        ("MinAtar/Breakout", "lstm", 1, 1000),
+    ]
     assert cells[0].run_dir == tmp_path / "runs/g/MinAtar-Breakout/rim-s0"
     assert config.results_dir == tmp_path / "results/g"
     pong = load_agent("rim", "atari", cells[2].hp)
-    assert (pong.n_steps, pong.eval_freq, pong.eval_episodes, pong.policy_kwargs["enable_critic_lstm"]) == (64, 100, 3, False)
+    assert (pong.n_steps, pong.eval_freq, pong.eval_episodes, pong.policy_kwargs["enable_critic_lstm"]) == (
+        64,
+        100,
+        3,
+        False,
+    )
     assert cells[0].hp["policy_kwargs"] == {"enable_critic_lstm": False}  # one mapping, not key=value strings
-    assert cells[2].hp == {"n_steps": 64, "policy_kwargs": {"enable_critic_lstm": False}, "eval_freq": 100,
-                           "eval_episodes": 3}
+    assert cells[2].hp == {
+        "n_steps": 64,
+        "policy_kwargs": {"enable_critic_lstm": False},
+        "eval_freq": 100,
+        "eval_episodes": 3,
+    }
 
 
 def test_labelled_variants_of_one_preset(tmp_path):
-    config = GridConfig.from_dict(grid(agents={"rim_k4": {"agent": "rim", "hp": ["policy_kwargs.rim_kwargs.k_active=4"]},
-                                               "rim": None}, report={"treatment": "rim_k4", "baseline": "rim"}),
-                                  root=tmp_path)
+    config = GridConfig.from_dict(
+        grid(
+            agents={"rim_k4": {"agent": "rim", "hp": ["policy_kwargs.rim_kwargs.k_active=4"]}, "rim": None},
+            report={"treatment": "rim_k4", "baseline": "rim"},
+        ),
+        root=tmp_path,
+    )
     cell = config.cells()[0]
     assert (cell.label, cell.agent, cell.run_dir.name) == ("rim_k4", "rim", "rim_k4-s0")
     assert cell.hp == {"policy_kwargs": {"rim_kwargs": {"k_active": 4}}}
@@ -56,19 +79,22 @@ def test_labelled_variants_of_one_preset(tmp_path):
     assert (config.treatment, config.baseline) == ("rim_k4", "rim")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"agents": ["rim", "gru"]}, "unknown agent 'gru'; known: rim, lstm, ppo"),
-    ({"games": ["MinAtar/Breakout", "Pongg"]}, "unknown env 'Pongg'; did you mean Pong"),
-    ({"games": ["MinAtar/Brekout"]}, "unknown MinAtar game 'MinAtar/Brekout'"),
-    ({"seed": 3}, "unknown key(s) ['seed'] in the grid; allowed:"),
-    ({"games": [{"env": "Pong", "timestep": 5}]}, "unknown key(s) ['timestep'] in game 'Pong'"),
-    ({"agents": {"rim": {"hps": []}}}, "unknown key(s) ['hps'] in agent 'rim'"),
-    ({"hp": ["learning_rat=1"]}, "agent 'rim' on MinAtar/Breakout: unknown hyperparameter(s) ['learning_rat']"),
-    ({"seeds": 0}, "seeds in game 'MinAtar/Breakout' must be a positive count"),
-    ({"timesteps": None}, "no timesteps for game 'MinAtar/Breakout'"),
-    ({"report": {"treatment": "gru"}}, "report.treatment 'gru' is not one of the agents ['rim', 'lstm']"),
-    ({"workers": 0}, "workers in the grid must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"agents": ["rim", "gru"]}, "unknown agent 'gru'; known: rim, lstm, ppo"),
+        ({"games": ["MinAtar/Breakout", "Pongg"]}, "unknown env 'Pongg'; did you mean Pong"),
+        ({"games": ["MinAtar/Brekout"]}, "unknown MinAtar game 'MinAtar/Brekout'"),
+        ({"seed": 3}, "unknown key(s) ['seed'] in the grid; allowed:"),
+        ({"games": [{"env": "Pong", "timestep": 5}]}, "unknown key(s) ['timestep'] in game 'Pong'"),
+        ({"agents": {"rim": {"hps": []}}}, "unknown key(s) ['hps'] in agent 'rim'"),
+        ({"hp": ["learning_rat=1"]}, "agent 'rim' on MinAtar/Breakout: unknown hyperparameter(s) ['learning_rat']"),
+        ({"seeds": 0}, "seeds in game 'MinAtar/Breakout' must be a positive count"),
+        ({"timesteps": None}, "no timesteps for game 'MinAtar/Breakout'"),
+        ({"report": {"treatment": "gru"}}, "report.treatment 'gru' is not one of the agents ['rim', 'lstm']"),
+        ({"workers": 0}, "workers in the grid must be a positive integer"),
+    ],
+)
 def test_bad_grids_are_refused_in_one_line(changes, message):
     with pytest.raises(ValueError) as info:
         GridConfig.from_dict(grid(**changes), source="bad.yaml")

@@ -33,11 +33,26 @@ def compare_main(argv):
 def tiny_grid(folder: Path, timesteps: int, agents=("rim", "lstm")) -> Path:
     hidden = {"rim": ["policy_kwargs.rim_kwargs.hidden_size=8"], "lstm": ["policy_kwargs.lstm_hidden_size=8"]}
     path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "tiny", "agents": {a: {"hp": hidden[a]} for a in agents}, "seeds": 1, "timesteps": timesteps,
-        "eval_freq": 128, "eval_episodes": 1, "checkpoint_freq": 128, "n_envs": 2, "hp": TINY,
-        "games": ["MinAtar/Breakout"], "workers": 2, "report": {"bootstrap_reps": 200},
-        "runs_dir": str(folder / "runs"), "results_dir": str(folder / "results")}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "agents": {a: {"hp": hidden[a]} for a in agents},
+                "seeds": 1,
+                "timesteps": timesteps,
+                "eval_freq": 128,
+                "eval_episodes": 1,
+                "checkpoint_freq": 128,
+                "n_envs": 2,
+                "hp": TINY,
+                "games": ["MinAtar/Breakout"],
+                "workers": 2,
+                "report": {"bootstrap_reps": 200},
+                "runs_dir": str(folder / "runs"),
+                "results_dir": str(folder / "results"),
+            }
+        )
+    )
     return path
 
 
@@ -90,8 +105,10 @@ def test_stopped_grid_resumes_from_checkpoints_then_skips_finished_cells(tmp_pat
 
     # the run directories as kept in a repository, without their model files: still finished
     for cell in cells.values():
-        assert json.loads((cell.run_dir / "done.json").read_text())["steps"] == read_timing(
-            cell.run_dir / "timing.json")[-1]["end_step"]
+        assert (
+            json.loads((cell.run_dir / "done.json").read_text())["steps"]
+            == read_timing(cell.run_dir / "timing.json")[-1]["end_step"]
+        )
         for model in [*cell.run_dir.rglob("*.zip"), *cell.run_dir.rglob("*.pt")]:
             model.unlink()
     result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
@@ -130,8 +147,9 @@ def test_a_run_directory_holding_another_configuration_is_refused(tmp_path, caps
 
     config_path = tiny_grid(tmp_path, timesteps=64, agents=("rim",))
     (cell,) = load_grid(config_path).cells()
-    saved = run_config(cell.env, cell.agent, cell.seed,
-                       resolve_config(cell.env, cell.agent, cell.hp, cell.timesteps, cell.n_envs))
+    saved = run_config(
+        cell.env, cell.agent, cell.seed, resolve_config(cell.env, cell.agent, cell.hp, cell.timesteps, cell.n_envs)
+    )
     saved["hyperparameters"]["policy_kwargs"]["rim_kwargs"]["k_active"] = 4
     cell.run_dir.mkdir(parents=True)
     (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
@@ -146,11 +164,14 @@ def test_a_run_directory_holding_another_configuration_is_refused(tmp_path, caps
         run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("policy_kwargs.rim_kwargs.k_active=9", "k_active must be an integer in 1..num_units=6, got 9"),
-    ("learning_rate=-1", "Invalid learning rate: -1.0"),
-    ("policy_kwargs.rim_kwargs.foo=1", "unknown rim_kwargs ['foo']"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("policy_kwargs.rim_kwargs.k_active=9", "k_active must be an integer in 1..num_units=6, got 9"),
+        ("learning_rate=-1", "Invalid learning rate: -1.0"),
+        ("policy_kwargs.rim_kwargs.foo=1", "unknown rim_kwargs ['foo']"),
+    ],
+)
 def test_bad_nested_values_fail_the_dry_run_and_the_grid_before_anything_is_written(tmp_path, capsys, bad, message):
     config_path = tiny_grid(tmp_path, timesteps=64, agents=("rim",))
     data = yaml.safe_load(config_path.read_text())
@@ -173,7 +194,7 @@ def test_games_option_trains_only_the_named_games(tmp_path, capsys):
     assert len(listed) == 2 and all("MinAtar/Asterix" in line for line in listed)
     assert compare_main([str(config_path), "--dry-run", "--games", "Asterix"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: --games: Asterix not in %s; its games: MinAtar/Breakout, MinAtar/Asterix" % config_path
+    assert err == f"error: --games: Asterix not in {config_path}; its games: MinAtar/Breakout, MinAtar/Asterix"
     assert compare_main([str(config_path), "--dry-run", "--threads", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --threads must be a positive integer, got 0"
     # train the named game only; the report lists the other game's cells as not started

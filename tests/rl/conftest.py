@@ -6,10 +6,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-
 #: a RIM small enough for fast tests (6 mechanisms of 4 units, 5 active: the paper's RL competition)
-TINY_RIM = dict(hidden_size=4, input_key_size=8, input_value_size=8, comm_key_size=4, comm_value_size=4,
-                num_comm_heads=2)
+TINY_RIM = dict(
+    hidden_size=4, input_key_size=8, input_value_size=8, comm_key_size=4, comm_value_size=4, num_comm_heads=2
+)
 TINY_POLICY = dict(rim_kwargs=TINY_RIM, net_arch=dict(pi=[8], vf=[8]))
 
 

@@ -8,8 +8,12 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
-from rims_rl.rl.callbacks import (AtomicCheckpointCallback, EveryNTimestepsAligned, ProgressCallback,
-                                  RawScoreEvalCallback)
+from rims_rl.rl.callbacks import (
+    AtomicCheckpointCallback,
+    EveryNTimestepsAligned,
+    ProgressCallback,
+    RawScoreEvalCallback,
+)
 from rims_rl.utils.run_dir import RunDir, zip_steps
 
 N_ENVS, N_STEPS = 3, 8  # 24 env steps a rollout, 3 a call: a period of 10 is not a multiple of the step
@@ -17,8 +21,16 @@ N_ENVS, N_STEPS = 3, 8  # 24 env steps a rollout, 3 a call: a period of 10 is no
 
 def tiny_ppo(env=None):
     env = env or make_vec_env("CartPole-v1", n_envs=N_ENVS, seed=0)
-    return PPO("MlpPolicy", env, n_steps=N_STEPS, batch_size=24, n_epochs=1, seed=0,
-               policy_kwargs=dict(net_arch=[8]), device="cpu")
+    return PPO(
+        "MlpPolicy",
+        env,
+        n_steps=N_STEPS,
+        batch_size=24,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs=dict(net_arch=[8]),
+        device="cpu",
+    )
 
 
 def expected(start, end, period):
@@ -35,8 +47,9 @@ def test_checkpoints_at_multiples_of_the_period_and_after_a_resume(tmp_path):
 
     # resumed from the checkpoint at 42: the next one is at 51 (past 50), not 45 (10 steps after the trigger)
     resumed = PPO.load(run.checkpoint_path(42), env=make_vec_env("CartPole-v1", n_envs=N_ENVS, seed=1), device="cpu")
-    resumed.learn(30, callback=EveryNTimestepsAligned(10, AtomicCheckpointCallback(run, keep=100)),
-                  reset_num_timesteps=False)
+    resumed.learn(
+        30, callback=EveryNTimestepsAligned(10, AtomicCheckpointCallback(run, keep=100)), reset_num_timesteps=False
+    )
     assert resumed.num_timesteps == 90
     assert [s for s, _ in run.checkpoints()] == [12, 21, 30, 42, 51, 60, 72, 81, 90]
     assert expected(42, 90, 10) == [51, 60, 72, 81, 90]
@@ -58,8 +71,10 @@ def test_evaluations_at_multiples_of_the_period_and_at_the_end(tmp_path, period,
     tiny_ppo().learn(48, callback=EveryNTimestepsAligned(period, evaluator))
     rows = run.read_evaluations()
     assert [int(r["timesteps"]) for r in rows] == steps
-    assert all(int(r["episodes"]) == 1 and float(r["mean_score"]) == float(r["mean_length"])  # +1 a step
-               for r in rows)
+    assert all(
+        int(r["episodes"]) == 1 and float(r["mean_score"]) == float(r["mean_length"])  # +1 a step
+        for r in rows
+    )
     assert evaluator.last_eval_step == 48 and evaluator.last_score == float(rows[-1]["mean_score"])
 
 

@@ -26,8 +26,13 @@ def test_rimppo_learns_cue_recall_that_feedforward_ppo_cannot():
     its defaults (6 mechanisms of 48 // 6 = 8 units, 5 active, 4 input heads, a critic core of its own;
     only the size is given) gets >= 0.9 in 12k steps (seeds 0-2 measured 1.0); feedforward PPO, same
     settings, stays below 0.7."""
-    rim = RimPPO("MlpRimPolicy", cue_env(0), sequence_length=8,
-                 policy_kwargs=dict(lstm_hidden_size=48, net_arch=dict(pi=[], vf=[16])), **CUE_PPO)
+    rim = RimPPO(
+        "MlpRimPolicy",
+        cue_env(0),
+        sequence_length=8,
+        policy_kwargs=dict(lstm_hidden_size=48, net_arch=dict(pi=[], vf=[16])),
+        **CUE_PPO,
+    )
     rim.learn(CUE_STEPS)
     rim_return, _ = evaluate_policy(rim, cue_env(100), n_eval_episodes=100)
     ff = PPO("MlpPolicy", cue_env(0), policy_kwargs=dict(net_arch=dict(pi=[16], vf=[16])), **CUE_PPO)
@@ -43,15 +48,33 @@ def test_rimppo_cartpole_without_velocity():
     RIM setting (one core for both heads, input values of size 64, chunks of 16 steps): >= 400 of 500
     (a feedforward policy gets ~50; seeds 0-5 measured 500, 500, 500, 471, 459, 340). A few minutes
     on a small CPU."""
+
     def make_env():
         return TimeLimit(CartPoleNoVelEnv(), max_episode_steps=500)
 
     env = VecNormalize(make_vec_env(make_env, n_envs=8, seed=0))
-    policy_kwargs = dict(net_arch=dict(vf=[64], pi=[]), lstm_hidden_size=64, ortho_init=False,
-                         shared_lstm=True, enable_critic_lstm=False, shared_critic_grad=True,
-                         rim_kwargs=dict(input_value_size=64))
-    model = RimPPO("MlpRimPolicy", env, sequence_length=16, n_steps=128, learning_rate=7e-4, batch_size=256,
-                   n_epochs=10, max_grad_norm=1, gae_lambda=0.98, seed=0, policy_kwargs=policy_kwargs)
+    policy_kwargs = dict(
+        net_arch=dict(vf=[64], pi=[]),
+        lstm_hidden_size=64,
+        ortho_init=False,
+        shared_lstm=True,
+        enable_critic_lstm=False,
+        shared_critic_grad=True,
+        rim_kwargs=dict(input_value_size=64),
+    )
+    model = RimPPO(
+        "MlpRimPolicy",
+        env,
+        sequence_length=16,
+        n_steps=128,
+        learning_rate=7e-4,
+        batch_size=256,
+        n_epochs=10,
+        max_grad_norm=1,
+        gae_lambda=0.98,
+        seed=0,
+        policy_kwargs=policy_kwargs,
+    )
     model.learn(50_000)
     eval_env = VecNormalize(make_vec_env(make_env, n_envs=4, seed=1000), training=False, norm_reward=False)
     eval_env.obs_rms = env.obs_rms

@@ -73,7 +73,11 @@ def test_cell_trains_rimppo_on_popgym_then_a_rerun_skips_it(suite, tmp_path, mon
     record = json.loads(path.read_text())
     assert record["trained_steps"] == 1024 and record["eval_episodes"] == 4 and np.isfinite(record["eval_mean"])
     config = record["config"]
-    assert (config["shared_lstm"], config["enable_critic_lstm"], config["shared_critic_grad"]) == (False, True, False)  # the default critic core
+    assert (config["shared_lstm"], config["enable_critic_lstm"], config["shared_critic_grad"]) == (
+        False,
+        True,
+        False,
+    )  # the default critic core
     assert config["rim_kwargs"]["num_units"] == 6 and record["parameter_counts"]["core"] > 0
 
     def must_not_run(*args, **kwargs):
@@ -95,7 +99,11 @@ def test_variant_is_the_rim_agent_with_its_arguments(suite):
     assert spec.policy_kwargs == {"rim_kwargs": {"input_value_size": 64}} and spec.ppo_kwargs == {"learning_rate": 3e-4}
     model = suite.build(spec, suite.make_env("RepeatFirstEasy", seed=0, n_envs=2), seed=0)
     assert model.learning_rate == 3e-4 and model.policy.rim_kwargs["input_value_size"] == 64
-    for bad, match in [("rim={}", "default agent"), ("x", "LABEL=JSON"), ('x={"lr": 1}', "unknown keys"),
-                       ('x={"base": "ppo"}', "base must be")]:
+    for bad, match in [
+        ("rim={}", "default agent"),
+        ("x", "LABEL=JSON"),
+        ('x={"lr": 1}', "unknown keys"),
+        ('x={"base": "ppo"}', "base must be"),
+    ]:
         with pytest.raises(ValueError, match=match):
             suite.parse_variant(bad)

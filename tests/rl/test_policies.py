@@ -132,8 +132,11 @@ def test_spatial_elements_are_feature_map_positions():
     "policy_cls, space, kwargs",
     [
         (CnnRimPolicy, IMAGE, dict(input_elements="spatial", rim_kwargs=dict(TINY_RIM, cell="gru"))),
-        (MultiInputRimPolicy, spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}), dict(rim_kwargs=TINY_RIM,
-                                                                                        truncate_bptt=4)),
+        (
+            MultiInputRimPolicy,
+            spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}),
+            dict(rim_kwargs=TINY_RIM, truncate_bptt=4),
+        ),
         (MlpRimPolicy, box(3), dict(core="lstm", lstm_hidden_size=8, enable_critic_lstm=True)),
         (MlpRimPolicy, box(3), dict(rim_kwargs=TINY_RIM, critic_core="lstm")),
         (MlpRimPolicy, spaces.MultiDiscrete([3, 4]), dict(rim_kwargs=TINY_RIM)),
@@ -150,8 +153,11 @@ def test_policy_save_load_round_trip(tmp_path, policy_cls, space, kwargs):
     assert loaded.lstm_actor.truncate_bptt == policy.lstm_actor.truncate_bptt == kwargs.get("truncate_bptt")
     assert type(loaded.features_extractor) is type(policy.features_extractor)
     space.seed(0)
-    obs = {k: np.stack([s.sample() for _ in range(3)]) for k, s in space.items()} if isinstance(space, spaces.Dict) \
+    obs = (
+        {k: np.stack([s.sample() for _ in range(3)]) for k, s in space.items()}
+        if isinstance(space, spaces.Dict)
         else np.stack([space.sample() for _ in range(3)])
+    )
     state = None
     for _ in range(3):
         a1, s1 = policy.predict(obs, state, np.zeros(3), deterministic=True)
@@ -163,7 +169,10 @@ def test_policy_save_load_round_trip(tmp_path, policy_cls, space, kwargs):
 def test_loading_weights_of_another_configuration_raises_a_clear_error():
     a = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=TINY_RIM)
     b = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=dict(TINY_RIM, num_units=4, k_active=3))
-    with pytest.raises(ValueError, match=r"these weights do not fit this policy \(core='rim', rim_kwargs=.*'num_units': 4.*size mismatch"):
+    with pytest.raises(
+        ValueError,
+        match=r"these weights do not fit this policy \(core='rim', rim_kwargs=.*'num_units': 4.*size mismatch",
+    ):
         b.load_state_dict(a.state_dict())
     c = MlpRimPolicy(box(3), spaces.Discrete(2), lr, core="lstm", lstm_hidden_size=24)
     with pytest.raises(ValueError, match=r"do not fit this policy \(core='lstm', lstm_hidden_size=24"):
@@ -180,15 +189,35 @@ def test_loading_weights_of_another_configuration_raises_a_clear_error():
         (MlpRimPolicy, dict(input_elements="pixels"), r"input_elements must be one of \('vector', 'spatial'\)"),
         (MlpRimPolicy, dict(input_elements="spatial"), r"input_elements='spatial' needs an image policy"),
         (MlpRimPolicy, dict(core="lstm", rim_kwargs=dict(num_units=4)), r"rim_kwargs apply to core='rim' only"),
-        (MlpRimPolicy, dict(shared_lstm=True, enable_critic_lstm=True), r"shared_lstm=True needs enable_critic_lstm=False"),
-        (MlpRimPolicy, dict(enable_critic_lstm=True, shared_critic_grad=True), r"shared_critic_grad=True needs shared_lstm=True"),
-        (MlpRimPolicy, dict(lstm_hidden_size="match_rim"), r"lstm_hidden_size='match_rim' sizes an LSTM core: it needs core='lstm'"),
-        (MlpRimPolicy, dict(core="lstm", lstm_hidden_size=0), r"lstm_hidden_size must be a positive integer or 'match_rim', got 0"),
+        (
+            MlpRimPolicy,
+            dict(shared_lstm=True, enable_critic_lstm=True),
+            r"shared_lstm=True needs enable_critic_lstm=False",
+        ),
+        (
+            MlpRimPolicy,
+            dict(enable_critic_lstm=True, shared_critic_grad=True),
+            r"shared_critic_grad=True needs shared_lstm=True",
+        ),
+        (
+            MlpRimPolicy,
+            dict(lstm_hidden_size="match_rim"),
+            r"lstm_hidden_size='match_rim' sizes an LSTM core: it needs core='lstm'",
+        ),
+        (
+            MlpRimPolicy,
+            dict(core="lstm", lstm_hidden_size=0),
+            r"lstm_hidden_size must be a positive integer or 'match_rim', got 0",
+        ),
         (MlpRimPolicy, dict(core="lstm", lstm_kwargs=dict(batch_first=True)), r"lstm_kwargs accepts only"),
         (MlpRimPolicy, dict(truncate_bptt=0), r"truncate_bptt must be a positive number of steps or None, got 0"),
         (MlpRimPolicy, dict(critic_core="gru"), r"critic_core must be None or one of \('rim', 'lstm'\), got 'gru'"),
         (MlpRimPolicy, dict(core="lstm", critic_core="rim"), r"critic_core='rim' needs core='rim'"),
-        (MlpRimPolicy, dict(critic_core="lstm", shared_lstm=True), r"critic_core='lstm' needs a critic core of its own"),
+        (
+            MlpRimPolicy,
+            dict(critic_core="lstm", shared_lstm=True),
+            r"critic_core='lstm' needs a critic core of its own",
+        ),
     ],
 )
 def test_bad_arguments_raise_value_error(policy_cls, kwargs, match):
@@ -201,8 +230,15 @@ def test_shared_core_critic_gradient(shared_critic_grad):
     """shared_lstm=True: sb3-contrib trains the shared core with the policy loss only; with
     shared_critic_grad=True the value loss reaches the core too."""
     torch.manual_seed(0)
-    policy = MlpRimPolicy(box(3), spaces.Discrete(2), lr, rim_kwargs=TINY_RIM, shared_lstm=True,
-                          enable_critic_lstm=False, shared_critic_grad=shared_critic_grad)
+    policy = MlpRimPolicy(
+        box(3),
+        spaces.Discrete(2),
+        lr,
+        rim_kwargs=TINY_RIM,
+        shared_lstm=True,
+        enable_critic_lstm=False,
+        shared_critic_grad=shared_critic_grad,
+    )
     assert policy.lstm_critic is None
     obs, actions = torch.randn(12, 3), torch.randint(0, 2, (12,))
     values, log_prob, _ = policy.evaluate_actions(obs, actions, random_states(policy, 3), torch.zeros(12))
@@ -231,8 +267,8 @@ def test_truncated_bptt_keeps_values_and_cuts_gradient_paths(core):
         states.pi[0].requires_grad_(True)
         values, log_prob, _ = policy.evaluate_actions(obs, actions, states, torch.zeros(6 * 3))
         first, last = log_prob.view(3, 6)[:, 1].sum(), log_prob.view(3, 6)[:, 5].sum()
-        grad_first, = torch.autograd.grad(first, states.pi[0], retain_graph=True)
-        grad_last, = torch.autograd.grad(last, states.pi[0])
+        (grad_first,) = torch.autograd.grad(first, states.pi[0], retain_graph=True)
+        (grad_last,) = torch.autograd.grad(last, states.pi[0])
         results[name] = values.detach(), log_prob.detach(), grad_first.abs().sum(), grad_last.abs().sum()
     torch.testing.assert_close(results["truncated"][0], results["full"][0])
     torch.testing.assert_close(results["truncated"][1], results["full"][1])

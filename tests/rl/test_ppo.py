@@ -27,9 +27,18 @@ CASES = {
     "multidiscrete-vector": (MlpRimPolicy, box(3), spaces.MultiDiscrete([3, 2]), {}),
     "discrete-image": (CnnRimPolicy, IMAGE, spaces.Discrete(3), dict(features_extractor_kwargs=dict(features_dim=16))),
     "discrete-image-spatial": (CnnRimPolicy, IMAGE, spaces.Discrete(3), dict(input_elements="spatial")),
-    "box-dict-gru": (MultiInputRimPolicy, spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}),
-                     spaces.Box(-1, 1, (2,), dtype=np.float32), dict(rim_kwargs=dict(TINY_RIM, cell="gru"))),
-    "discrete-vector-lstm-core": (MlpRimPolicy, box(3), spaces.Discrete(3), dict(core="lstm", lstm_hidden_size=8, rim_kwargs=None)),
+    "box-dict-gru": (
+        MultiInputRimPolicy,
+        spaces.Dict({"a": box(2), "b": spaces.Discrete(3)}),
+        spaces.Box(-1, 1, (2,), dtype=np.float32),
+        dict(rim_kwargs=dict(TINY_RIM, cell="gru")),
+    ),
+    "discrete-vector-lstm-core": (
+        MlpRimPolicy,
+        box(3),
+        spaces.Discrete(3),
+        dict(core="lstm", lstm_hidden_size=8, rim_kwargs=None),
+    ),
 }
 
 
@@ -69,7 +78,8 @@ def test_chunked_evaluation_is_exact(case):
     with torch.no_grad():
         for s in samples:
             values, log_prob, _ = policy.evaluate_actions(
-                s.observations, discrete_long(model, s.actions), s.lstm_states, s.episode_starts)
+                s.observations, discrete_long(model, s.actions), s.lstm_states, s.episode_starts
+            )
             torch.testing.assert_close(values.flatten(), s.old_values, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(log_prob, s.old_log_prob, rtol=1e-4, atol=1e-5)
 
@@ -78,14 +88,19 @@ def test_chunked_evaluation_is_exact(case):
     actions = discrete_long(model, s.actions)
     with torch.no_grad():
         values, log_prob, _ = policy.evaluate_actions(s.observations, actions, s.lstm_states, s.episode_starts)
-        assert not torch.allclose(log_prob, s.old_log_prob, atol=1e-6) or not torch.allclose(values.flatten(), s.old_values, atol=1e-6)
+        assert not torch.allclose(log_prob, s.old_log_prob, atol=1e-6) or not torch.allclose(
+            values.flatten(), s.old_values, atol=1e-6
+        )
         n_chunks = s.lstm_states.pi[0].shape[1]
         states = s.lstm_states
         obs = s.observations
 
         def at(x, t):  # step t of every chunk: [C * T, ...] -> [C, ...]
-            return {k: v.view(n_chunks, 4, *v.shape[1:])[:, t] for k, v in x.items()} if isinstance(x, dict) \
+            return (
+                {k: v.view(n_chunks, 4, *v.shape[1:])[:, t] for k, v in x.items()}
+                if isinstance(x, dict)
                 else x.view(n_chunks, 4, *x.shape[1:])[:, t]
+            )
 
         for t in range(4):
             v_t, lp_t, _ = policy.evaluate_actions(at(obs, t), at(actions, t), states, at(s.episode_starts, t))
@@ -127,8 +142,9 @@ def test_buffer_keeps_mechanism_axis_and_active_masks():
             stored = torch.as_tensor(getattr(buf, name)[t])
             before = torch.zeros(N_ENVS, 6, 4) if t == 0 else steps[t - 1][0][i][0].view(N_ENVS, 6, 4)
             assert torch.equal(stored, before), f"{name} at step {t} is not the state after step {t - 1}"
-    assert all(torch.equal(a, b) for a, b in zip((*model._last_lstm_states.pi, *model._last_lstm_states.vf),
-                                                   steps[-1][0]))
+    assert all(
+        torch.equal(a, b) for a, b in zip((*model._last_lstm_states.pi, *model._last_lstm_states.vf), steps[-1][0])
+    )
     assert not torch.equal(steps[0][0][0], steps[1][0][0])  # the state moves from step to step
     lstm = make_model("discrete-vector-lstm-core")
     collect(lstm)
@@ -159,7 +175,8 @@ def test_two_layer_rim_learns_with_layered_states_and_exact_chunks():
             for s in buf.get(8):
                 assert s.lstm_states.pi[0].shape == (2, 2, 24)  # [L, chunks, U*H]
                 values, log_prob, _ = model.policy.evaluate_actions(
-                    s.observations, discrete_long(model, s.actions), s.lstm_states, s.episode_starts)
+                    s.observations, discrete_long(model, s.actions), s.lstm_states, s.episode_starts
+                )
                 torch.testing.assert_close(log_prob, s.old_log_prob, rtol=1e-4, atol=1e-5)
                 torch.testing.assert_close(values.flatten(), s.old_values, rtol=1e-4, atol=1e-5)
         updates.append(model.num_timesteps)
@@ -186,15 +203,24 @@ SHARED = dict(shared_lstm=True)  # one core for both heads, trained by both loss
 
 @pytest.mark.parametrize(
     "algo, cell, sharing",
-    [(RimPPO, "lstm", {}), (RimPPO, "gru", {}), (RecurrentPPO, "lstm", {}), (RecurrentPPO, "gru", SHARED),
-     (RimPPO, "lstm", SHARED)],
+    [
+        (RimPPO, "lstm", {}),
+        (RimPPO, "gru", {}),
+        (RecurrentPPO, "lstm", {}),
+        (RecurrentPPO, "gru", SHARED),
+        (RimPPO, "lstm", SHARED),
+    ],
 )
 def test_one_update_reaches_every_rim_parameter(algo, cell, sharing):
     """After one PPO update every parameter of the RIM cores (actor and critic by default, or the shared
     one) has a non-zero gradient and has changed (the authors' Atari code fails this: its heads read the
     CNN features, not the RIM)."""
-    model = make_model("discrete-vector", algo=algo, batch_size=N_STEPS * N_ENVS,
-                       policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, cell=cell), **sharing})
+    model = make_model(
+        "discrete-vector",
+        algo=algo,
+        batch_size=N_STEPS * N_ENVS,
+        policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, cell=cell), **sharing},
+    )
     collect(model)
     cores = {"actor": model.policy.lstm_actor, "critic": model.policy.lstm_critic}
     cores = {c: core for c, core in cores.items() if core is not None}
@@ -233,8 +259,10 @@ def test_time_limit_truncation_bootstraps_from_the_rim_state():
             if info.get("TimeLimit.truncated"):
                 truncations += 1
                 if t + 1 < N_STEPS:  # the critic state after step t is stored before step t + 1
-                    state = tuple(torch.as_tensor(getattr(buf, n)[t + 1, i]).reshape(1, 1, -1)
-                                  for n in ("hidden_states_vf", "cell_states_vf"))
+                    state = tuple(
+                        torch.as_tensor(getattr(buf, n)[t + 1, i]).reshape(1, 1, -1)
+                        for n in ("hidden_states_vf", "cell_states_vf")
+                    )
                 else:
                     state = tuple(s[:, i : i + 1] for s in model._last_lstm_states.vf)
                 obs = torch.as_tensor(info["terminal_observation"])[None]
@@ -287,7 +315,9 @@ def test_save_load_round_trip(tmp_path, algo):
 def test_loading_parameters_into_another_rim_configuration_raises_a_clear_error(tmp_path):
     model = make_model("discrete-vector")
     model.save(tmp_path / "model.zip")
-    other = make_model("discrete-vector", policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, num_units=4, k_active=3)})
+    other = make_model(
+        "discrete-vector", policy_kwargs={**TINY_POLICY, "rim_kwargs": dict(TINY_RIM, num_units=4, k_active=3)}
+    )
     with pytest.raises(ValueError, match=r"do not fit this policy \(core='rim', rim_kwargs=.*'num_units': 4"):
         other.set_parameters(str(tmp_path / "model.zip"))
     with pytest.raises(ValueError, match="Stored kwargs"):

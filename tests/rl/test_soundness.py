@@ -88,8 +88,15 @@ def test_lstm_critic_beside_a_rim_actor_reads_its_state_and_trains():
     """``critic_core="lstm"``: the critic is an LSTM of the RIM's state size U*H, the value reads its state, the
     actor stays a RIM, and RimPPO's buffer stores both cores' states in one layout."""
     env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)
-    model = RimPPO(MlpRimPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0,
-                   policy_kwargs=dict(rim_kwargs=dict(num_units=4, k_active=2, hidden_size=6), critic_core="lstm"))
+    model = RimPPO(
+        MlpRimPolicy,
+        env,
+        n_steps=16,
+        batch_size=16,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs=dict(rim_kwargs=dict(num_units=4, k_active=2, hidden_size=6), critic_core="lstm"),
+    )
     policy = model.policy
     assert isinstance(policy.lstm_actor, RimCore) and isinstance(policy.lstm_critic, LstmCore)
     assert policy.lstm_critic.hidden_size == 4 * 6 and "critic_core='lstm'" in policy.core_description()
@@ -142,10 +149,12 @@ def test_presets_substance_and_parameter_counts():
         assert rim.policy_kwargs["enable_critic_lstm"] is True and rim.policy_kwargs["shared_lstm"] is False
         assert (rk["num_units"], rk["k_active"], rk["cell"]) == (6, 5, "lstm") and "input_value_size" not in rk
         core_keys = {"core", "rim_kwargs", "lstm_hidden_size"}
-        assert {k: v for k, v in rim.policy_kwargs.items() if k not in core_keys} == \
-            {k: v for k, v in lstm.policy_kwargs.items() if k not in core_keys}
-        assert {k: v for k, v in rim.to_dict().items() if k != "policy_kwargs"} == \
-            {k: v for k, v in lstm.to_dict().items() if k != "policy_kwargs"}
+        assert {k: v for k, v in rim.policy_kwargs.items() if k not in core_keys} == {
+            k: v for k, v in lstm.policy_kwargs.items() if k not in core_keys
+        }
+        assert {k: v for k, v in rim.to_dict().items() if k != "policy_kwargs"} == {
+            k: v for k, v in lstm.to_dict().items() if k != "policy_kwargs"
+        }
         assert abs(rk["num_units"] * rk["hidden_size"] / lstm.policy_kwargs["lstm_hidden_size"] - 1) <= 0.05
     env = make_atari_env("MinAtar/Breakout", 1, 0)
     try:
@@ -157,14 +166,18 @@ def test_presets_substance_and_parameter_counts():
     assert cell.input_attention.dropout.p == 0 and cell.communication.dropout.p == 0
     counts = parameter_counts(model.policy)
     assert counts["core"] == 2 * sum(p.numel() for p in model.policy.lstm_actor.parameters())  # actor and critic
-    assert counts["core"] + counts["features_extractor"] + counts["heads"] == counts["total"] == \
-        sum(p.numel() for p in model.policy.parameters())
+    assert (
+        counts["core"] + counts["features_extractor"] + counts["heads"]
+        == counts["total"]
+        == sum(p.numel() for p in model.policy.parameters())
+    )
 
 
 def test_parameter_matched_lstm():
     rim = MlpRimPolicy(box(5), spaces.Discrete(2), lr, rim_kwargs=dict(hidden_size=20))
-    matched = MlpRimPolicy(box(5), spaces.Discrete(2), lr, core="lstm", lstm_hidden_size="match_rim",
-                           rim_kwargs=dict(hidden_size=20))
+    matched = MlpRimPolicy(
+        box(5), spaces.Discrete(2), lr, core="lstm", lstm_hidden_size="match_rim", rim_kwargs=dict(hidden_size=20)
+    )
     n_rim, n_lstm = parameter_counts(rim)["core"], parameter_counts(matched)["core"]
     assert n_lstm <= n_rim and n_lstm / n_rim > 0.97
     assert matched._get_constructor_parameters()["lstm_hidden_size"] == matched.lstm_actor.hidden_size
@@ -178,8 +191,9 @@ def test_fused_adam_step_leaves_no_stale_weights():
     obs = np.random.default_rng(0).uniform(-1, 1, (5, 3)).astype(np.float32)
     policy.predict(obs, None, np.ones(5))  # acting once (a cache, if any, would be filled here)
     optimizer = torch.optim.Adam(policy.parameters(), lr=0.05, fused=True)
-    values, _, _ = policy.evaluate_actions(torch.as_tensor(obs), torch.zeros(5), random_states(policy, 5, 0),
-                                           torch.zeros(5))
+    values, _, _ = policy.evaluate_actions(
+        torch.as_tensor(obs), torch.zeros(5), random_states(policy, 5, 0), torch.zeros(5)
+    )
     values.sum().backward()
     optimizer.step()
     fresh = MlpRimPolicy(box(3), spaces.Discrete(4), lr, **TINY_POLICY)
@@ -243,14 +257,29 @@ def test_state_dict_holds_only_tensors_and_survives_save_load(tmp_path):
     model.policy.load_state_dict(averaged)
 
 
-@pytest.mark.parametrize("compile_core, env_var, n_steps, expected", [
-    (None, "0", 16, False), (None, "1", 16, True), (None, "1", 64, False), (True, "0", 64, True), (False, "1", 16, False)])
+@pytest.mark.parametrize(
+    "compile_core, env_var, n_steps, expected",
+    [
+        (None, "0", 16, False),
+        (None, "1", 16, True),
+        (None, "1", 64, False),
+        (True, "0", 64, True),
+        (False, "1", 16, False),
+    ],
+)
 def test_rimppo_compiles_the_rim_loop_unless_switched_off(monkeypatch, compile_core, env_var, n_steps, expected):
     """On by default for chunks of at most 32 steps (``sequence_length=None`` is the whole rollout here),
     unless ``RIMS_RL_COMPILE=0`` (the tests' conftest sets it); ``compile_core`` decides when given."""
     monkeypatch.setenv("RIMS_RL_COMPILE", env_var)
     env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)
-    model = RimPPO("MlpRimPolicy", env, n_steps=n_steps, batch_size=n_steps, sequence_length=None,
-                   policy_kwargs=TINY_POLICY, compile_core=compile_core)
+    model = RimPPO(
+        "MlpRimPolicy",
+        env,
+        n_steps=n_steps,
+        batch_size=n_steps,
+        sequence_length=None,
+        policy_kwargs=TINY_POLICY,
+        compile_core=compile_core,
+    )
     assert model.compile_core == expected
     assert (model.policy.lstm_actor.rim.layers[0]._compiled_loop is not None) == expected

@@ -24,9 +24,18 @@ GAME = "MinAtar/Breakout"
 
 def tiny_train(run, total, *hp, notes=None, **kwargs):
     """A tiny in-process run (2 envs, 64 env steps per rollout) with its notes collected."""
-    return train(GAME, "rim", total_timesteps=total, n_envs=2 if not kwargs.get("resume") else None, device="cpu",
-                 run_dir=run, hp=None if kwargs.get("resume") else [*TINY, *hp], progress=False,
-                 log=(notes if notes is not None else []).append, **kwargs)
+    return train(
+        GAME,
+        "rim",
+        total_timesteps=total,
+        n_envs=2 if not kwargs.get("resume") else None,
+        device="cpu",
+        run_dir=run,
+        hp=None if kwargs.get("resume") else [*TINY, *hp],
+        progress=False,
+        log=(notes if notes is not None else []).append,
+        **kwargs,
+    )
 
 
 def eval_steps(run):
@@ -70,11 +79,14 @@ def test_a_finished_run_is_not_retrained_and_a_larger_budget_continues_it(tmp_pa
     assert eval_steps(run) == [128] and tb_steps(run, "eval/mean_reward") == [128]
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("policy_kwargs.rim_kwargs.k_active=9", "k_active must be an integer in 1..num_units=6, got 9"),
-    ("learning_rate=-1", "Invalid learning rate: -1.0"),
-    ("policy_kwargs.rim_kwargs.foo=1", "unknown rim_kwargs ['foo']"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("policy_kwargs.rim_kwargs.k_active=9", "k_active must be an integer in 1..num_units=6, got 9"),
+        ("learning_rate=-1", "Invalid learning rate: -1.0"),
+        ("policy_kwargs.rim_kwargs.foo=1", "unknown rim_kwargs ['foo']"),
+    ],
+)
 def test_bad_nested_values_fail_before_the_run_directory_exists(tmp_path, bad, message):
     """Point 2: refused when the model was built, after config.yaml was written."""
     run = tmp_path / "r"
@@ -108,8 +120,9 @@ def test_a_second_trainer_of_a_run_is_refused_in_one_line(tmp_path):
     stop_as_if_killed(run, keep_checkpoints=("model_64_steps.zip",))
     with try_lock(run / LOCK_FILE) as held:  # held by this (another) process, as a running trainer holds it
         assert held
-        res = cli("train_ppo.py", "--env", GAME, "--run-dir", run, "--resume", "--total-timesteps", 128,
-                  "--no-progress")
+        res = cli(
+            "train_ppo.py", "--env", GAME, "--run-dir", run, "--resume", "--total-timesteps", 128, "--no-progress"
+        )
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: {run} is in use by another process (it holds the lock {LOCK_FILE})"
     assert not (run / "final_model.zip").exists()
@@ -145,13 +158,16 @@ def test_unwritable_outputs_fail_before_the_work(tmp_path):
     with read_only(run), pytest.raises(ValueError, match=f"cannot write {run}: no file can be created in {run}"):
         tiny_train(run, 128, resume=True)
     model, config = load_trained(run / "checkpoints" / "model_64_steps.zip")
-    for video, message in (("/proc/v.mp4", "cannot write /proc/v.mp4: no file can be created in /proc"),
-                           ("/dev/null/v.mp4", "cannot write /dev/null/v.mp4: /dev/null is not a folder")):
+    for video, message in (
+        ("/proc/v.mp4", "cannot write /proc/v.mp4: no file can be created in /proc"),
+        ("/dev/null/v.mp4", "cannot write /dev/null/v.mp4: /dev/null is not a folder"),
+    ):
         with pytest.raises(ValueError, match=message):
             evaluate(model, config, episodes=1, video=video, max_steps=1)  # one step would end in RuntimeError
     res = cli("evaluate.py", run, "--episodes", 1, "--output", "/dev/null/e.json")
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == (
-        "error: cannot write /dev/null/e.json: /dev/null is not a folder")
+        "error: cannot write /dev/null/e.json: /dev/null is not a folder"
+    )
 
 
 def test_a_resumed_run_logs_each_step_once_and_the_final_evaluation_reaches_tensorboard(tmp_path):

@@ -15,13 +15,24 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["n_steps=32", "batch_size=32", "n_epochs=1", "sequence_length=8", "eval_episodes=1",
-        "policy_kwargs.rim_kwargs.hidden_size=8"]
+TINY = [
+    "n_steps=32",
+    "batch_size=32",
+    "n_epochs=1",
+    "sequence_length=8",
+    "eval_episodes=1",
+    "policy_kwargs.rim_kwargs.hidden_size=8",
+]
 
 
 def cli(script, *args, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def tb_tags(run_dir):
@@ -33,8 +44,22 @@ def tb_tags(run_dir):
 
 def test_pong_run_writes_every_artifact_and_evaluates(tmp_path):
     run = tmp_path / "pong"
-    res = cli("train_ppo.py", "--env", "Pong", "--n-envs", "2", "--total-timesteps", "256", "--run-dir", run,
-              "--no-progress", "--hp", *TINY, "eval_freq=128", "checkpoint_freq=128")
+    res = cli(
+        "train_ppo.py",
+        "--env",
+        "Pong",
+        "--n-envs",
+        "2",
+        "--total-timesteps",
+        "256",
+        "--run-dir",
+        run,
+        "--no-progress",
+        "--hp",
+        *TINY,
+        "eval_freq=128",
+        "checkpoint_freq=128",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["env"] == "Pong" and config["hyperparameters"]["policy_kwargs"]["rim_kwargs"]["k_active"] == 5
@@ -51,7 +76,9 @@ def test_pong_run_writes_every_artifact_and_evaluates(tmp_path):
     assert weights["run"]["agent"] == "rim" and any("rim" in k for k in weights["state_dict"])
 
     out = tmp_path / "eval.json"  # evaluate.py RUN_DIR reads the weights-only export (final_weights.pt)
-    res = cli("evaluate.py", run, "--episodes", "1", "--deterministic", "--output", out, "--video", tmp_path / "game.mp4")
+    res = cli(
+        "evaluate.py", run, "--episodes", "1", "--deterministic", "--output", out, "--video", tmp_path / "game.mp4"
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["episodes"] == 1 and -21 <= result["mean_score"] <= 21 and result["mean_length"] > 100
@@ -64,8 +91,20 @@ def test_weights_export_gives_the_same_actions(tmp_path):
     from rims_rl.rl.evaluation import load_trained
 
     run = tmp_path / "m"
-    res = cli("train_ppo.py", "--env", "MinAtar/Breakout", "--n-envs", "2", "--total-timesteps", "64",
-              "--run-dir", run, "--no-progress", "--hp", *TINY)
+    res = cli(
+        "train_ppo.py",
+        "--env",
+        "MinAtar/Breakout",
+        "--n-envs",
+        "2",
+        "--total-timesteps",
+        "64",
+        "--run-dir",
+        run,
+        "--no-progress",
+        "--hp",
+        *TINY,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     zipped, _ = load_trained(run / "final_model.zip")
     weights, _ = load_trained(run / "final_weights.pt")
@@ -78,9 +117,23 @@ def test_weights_export_gives_the_same_actions(tmp_path):
 
 def test_killed_run_resumes_with_continuous_steps(tmp_path):
     run = tmp_path / "killed"
-    args = [sys.executable, str(ROOT / "scripts" / "train_ppo.py"), "--env", "MinAtar/Breakout", "--n-envs", "2",
-            "--total-timesteps", "100000", "--run-dir", str(run), "--no-progress", "--hp", *TINY,
-            "checkpoint_freq=64", "eval_freq=64"]
+    args = [
+        sys.executable,
+        str(ROOT / "scripts" / "train_ppo.py"),
+        "--env",
+        "MinAtar/Breakout",
+        "--n-envs",
+        "2",
+        "--total-timesteps",
+        "100000",
+        "--run-dir",
+        str(run),
+        "--no-progress",
+        "--hp",
+        *TINY,
+        "checkpoint_freq=64",
+        "eval_freq=64",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((run / "checkpoints").glob("model_*_steps.zip"))) < 2:
@@ -91,8 +144,17 @@ def test_killed_run_resumes_with_continuous_steps(tmp_path):
     assert saved and not (run / "final_model.zip").exists()
     last = saved[-1]
     total = last + 128
-    res = cli("train_ppo.py", "--env", "MinAtar/Breakout", "--run-dir", run, "--resume", "--no-progress",
-              "--total-timesteps", total)
+    res = cli(
+        "train_ppo.py",
+        "--env",
+        "MinAtar/Breakout",
+        "--run-dir",
+        run,
+        "--resume",
+        "--no-progress",
+        "--total-timesteps",
+        total,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     from rims_rl.rl.evaluation import load_trained
 
@@ -115,8 +177,10 @@ def test_killed_run_resumes_with_continuous_steps(tmp_path):
         (["--env", "Pong", "--hp", "learning_rat=1"], "error: unknown hyperparameter(s) ['learning_rat']"),
         (["--env", "Pong", "--hp", "n_steps"], "error: --hp expects key=value, got 'n_steps'"),
         (["--env", "Pong", "--hp", "n_steps=-4"], "error: n_steps must be a positive integer"),
-        (["--env", "Pong", "--run-dir", "/nonexistent/run", "--resume"],
-         "error: cannot resume: run directory /nonexistent/run does not exist"),
+        (
+            ["--env", "Pong", "--run-dir", "/nonexistent/run", "--resume"],
+            "error: cannot resume: run directory /nonexistent/run does not exist",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_error(args, message):
@@ -128,10 +192,27 @@ def test_bad_input_gives_one_line_error(args, message):
 
 def test_resume_refuses_another_agent_and_evaluate_refuses_bad_paths(tmp_path):
     run = tmp_path / "r"
-    assert cli("train_ppo.py", "--env", "MinAtar/Breakout", "--n-envs", "2", "--total-timesteps", "64",
-               "--run-dir", run, "--no-progress", "--hp", *TINY).returncode == 0
+    assert (
+        cli(
+            "train_ppo.py",
+            "--env",
+            "MinAtar/Breakout",
+            "--n-envs",
+            "2",
+            "--total-timesteps",
+            "64",
+            "--run-dir",
+            run,
+            "--no-progress",
+            "--hp",
+            *TINY,
+        ).returncode
+        == 0
+    )
     res = cli("train_ppo.py", "--env", "MinAtar/Breakout", "--agent", "lstm", "--run-dir", run, "--resume")
-    assert res.returncode == 2 and res.stderr.startswith(f"error: cannot resume {run}: it was trained with agent='rim', not 'lstm'")
+    assert res.returncode == 2 and res.stderr.startswith(
+        f"error: cannot resume {run}: it was trained with agent='rim', not 'lstm'"
+    )
     res = cli("train_ppo.py", "--env", "MinAtar/Breakout", "--run-dir", run, "--no-progress")
     assert res.returncode == 2 and "already holds a run: pass --resume" in res.stderr
     res = cli("evaluate.py", tmp_path / "missing")

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from rims_rl.tasks import (copying_batch, copying_metrics, load_idx, load_mnist, render_balls, resize_images,
-                           save_idx, simulate_balls, to_pixel_sequence)
+from rims_rl.tasks import (
+    copying_batch,
+    copying_metrics,
+    load_idx,
+    load_mnist,
+    render_balls,
+    resize_images,
+    save_idx,
+    simulate_balls,
+    to_pixel_sequence,
+)
 from rims_rl.tasks.mnist import MnistTask
 
 
@@ -106,7 +115,9 @@ def test_load_mnist_names_the_files_it_looked_for(tmp_path):
 
 def test_resize_keeps_the_digit_and_its_label(mnist_dir):
     task = MnistTask({"data_dir": str(mnist_dir), "train_count": 30, "test_sizes": (14, 16, 24)}, {"model": "lstm"})
-    assert len(task.test_labels) == 10 and torch.equal(task.test_labels, torch.from_numpy(_digit_images()[1][30:]).long())
+    assert len(task.test_labels) == 10 and torch.equal(
+        task.test_labels, torch.from_numpy(_digit_images()[1][30:]).long()
+    )
     base = task.test_images[14].flatten(1)
     for size in (16, 24):
         imgs = task.test_images[size]

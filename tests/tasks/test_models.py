@@ -22,9 +22,22 @@ def _task(name, model, tmp_path):
     if name == "copying":
         return CopyingTask({"copy_length": 3, "train_gap": 4, "num_symbols": 4}, core)
     if name == "mnist":
-        return MnistTask({"data_dir": _mnist_dir(tmp_path), "train_count": 50, "train_size": 6, "test_sizes": (6, 8)}, core)
-    return BallsTask({"frame_size": 12, "train_balls": 2, "test_balls": (2, 3), "seq_len": 6, "context": 3,
-                      "rollout": 3, "embed_size": 32, "eval_sequences": 8}, core)
+        return MnistTask(
+            {"data_dir": _mnist_dir(tmp_path), "train_count": 50, "train_size": 6, "test_sizes": (6, 8)}, core
+        )
+    return BallsTask(
+        {
+            "frame_size": 12,
+            "train_balls": 2,
+            "test_balls": (2, 3),
+            "seq_len": 6,
+            "context": 3,
+            "rollout": 3,
+            "embed_size": 32,
+            "eval_sequences": 8,
+        },
+        core,
+    )
 
 
 @pytest.mark.parametrize("model", ["rim", "lstm", "gru"])
@@ -88,8 +101,14 @@ def test_small_copying_model_learns_to_copy(model):
     (float differences between CPUs change a fixed seed's trajectory)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    core = {"model": model, "num_units": 4, "k_active": 3, "hidden_size": 32, "input_value_size": 64,
-            "rim_kwargs": {"input_dropout": 0.0, "comm_dropout": 0.0}}
+    core = {
+        "model": model,
+        "num_units": 4,
+        "k_active": 3,
+        "hidden_size": 32,
+        "input_value_size": 64,
+        "rim_kwargs": {"input_dropout": 0.0, "comm_dropout": 0.0},
+    }
     task = CopyingTask({"copy_length": 3, "train_gap": 5, "num_symbols": 4, "loss_on": "copy"}, core)
     net = task.make_model()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -110,7 +129,7 @@ def test_small_copying_model_learns_to_copy(model):
 def test_checkpoint_without_query_bias_resumes_as_it_was_trained():
     """A RIM checkpoint saved before the query bias existed loads strictly into a model built today, with
     the same parameters (and so the same optimizer layout) and the same outputs."""
-    from rims_rl.tasks.models import CoreConfig, CopyingModel, drop_parameters_absent_from
+    from rims_rl.tasks.models import CopyingModel, CoreConfig, drop_parameters_absent_from
 
     torch.manual_seed(0)
     old = CopyingModel(10, CoreConfig(hidden_size=8, rim_kwargs=dict(query_bias=False))).eval()

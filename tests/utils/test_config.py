@@ -8,10 +8,22 @@ from rims_rl.utils.config import as_overrides, build_dataclass, check_keys, merg
 
 
 def test_dotted_overrides_become_a_nested_mapping_of_yaml_values():
-    assert parse_overrides(["lr=1e-4", "core.hidden_size=64", "options.test_gaps=[50, 200]", "core.cell=gru",
-                            "grad_clip=null", "policy_kwargs.rim_kwargs={k_active: 4}"]) == {
-        "lr": 1e-4, "core": {"hidden_size": 64, "cell": "gru"}, "options": {"test_gaps": [50, 200]},
-        "grad_clip": None, "policy_kwargs": {"rim_kwargs": {"k_active": 4}}}
+    assert parse_overrides(
+        [
+            "lr=1e-4",
+            "core.hidden_size=64",
+            "options.test_gaps=[50, 200]",
+            "core.cell=gru",
+            "grad_clip=null",
+            "policy_kwargs.rim_kwargs={k_active: 4}",
+        ]
+    ) == {
+        "lr": 1e-4,
+        "core": {"hidden_size": 64, "cell": "gru"},
+        "options": {"test_gaps": [50, 200]},
+        "grad_clip": None,
+        "policy_kwargs": {"rim_kwargs": {"k_active": 4}},
+    }
     assert parse_overrides(["a=1", "a=2"]) == {"a": 2}  # later wins
     for bad in ("n_steps", "=3", "a..b=1"):
         with pytest.raises(ValueError, match=r"--hp expects key=value, got"):

@@ -8,26 +8,52 @@ import stat
 
 import pytest
 
-from rims_rl.utils.run_dir import (RunDir, RunInUseError, atomic_write_text, check_writable, config_id,
-                                   identity_differences, try_lock)
+from rims_rl.utils.run_dir import (
+    RunDir,
+    RunInUseError,
+    atomic_write_text,
+    check_writable,
+    config_id,
+    identity_differences,
+    try_lock,
+)
 
 
 def test_checkpoints_are_listed_by_step_and_other_files_ignored(tmp_path):
     run = RunDir(tmp_path)
     run.checkpoint_dir.mkdir()
-    for name in ("model_64_steps.zip", "model_1024_steps.zip", "model_128_steps.zip", "model_best_steps.zip",
-                 ".model_2048_steps.zip.123.ab.tmp", "model_5_steps.zip.bak"):
+    for name in (
+        "model_64_steps.zip",
+        "model_1024_steps.zip",
+        "model_128_steps.zip",
+        "model_best_steps.zip",
+        ".model_2048_steps.zip.123.ab.tmp",
+        "model_5_steps.zip.bak",
+    ):
         (run.checkpoint_dir / name).write_bytes(b"x")
     assert [steps for steps, _ in run.checkpoints()] == [64, 128, 1024]
 
 
 def test_identity_names_every_difference_but_ignores_what_it_is_told(tmp_path):
-    saved = {"env": "MinAtar/Breakout", "agent": "rim", "seed": 0, "command": "a",
-             "hyperparameters": {"n_timesteps": 100, "policy_kwargs": {"rim_kwargs": {"k_active": 5}}}}
-    wanted = {**saved, "seed": 1, "command": "b", "parameters": {"total": 3},
-              "hyperparameters": {"n_timesteps": 200, "policy_kwargs": {"rim_kwargs": {"k_active": 4}}, "new": 1}}
+    saved = {
+        "env": "MinAtar/Breakout",
+        "agent": "rim",
+        "seed": 0,
+        "command": "a",
+        "hyperparameters": {"n_timesteps": 100, "policy_kwargs": {"rim_kwargs": {"k_active": 5}}},
+    }
+    wanted = {
+        **saved,
+        "seed": 1,
+        "command": "b",
+        "parameters": {"total": 3},
+        "hyperparameters": {"n_timesteps": 200, "policy_kwargs": {"rim_kwargs": {"k_active": 4}}, "new": 1},
+    }
     assert identity_differences(saved, wanted, ignore=("hyperparameters.n_timesteps",)) == [
-        "seed=0, not 1", "new=(absent), not 1", "policy_kwargs.rim_kwargs.k_active=5, not 4"]
+        "seed=0, not 1",
+        "new=(absent), not 1",
+        "policy_kwargs.rim_kwargs.k_active=5, not 4",
+    ]
     assert identity_differences(saved, {**saved, "command": "other"}) == []
     assert config_id(saved) == config_id({**saved, "seed": 7}) != config_id(wanted)
 
