@@ -2,8 +2,9 @@
 # The supervised experiments, one process at a time (2 shared CPU cores), in priority order.
 # Each run checkpoints every 250 steps (MNIST: 200) into results/supervised/runs/<name>/checkpoint.pt
 # (not committed) and appends its output to runs/<name>/train.log; re-running this script resumes every
-# unfinished run and skips finished ones. A run locks its directory while it trains, so a second copy of
-# this script (a second worker) skips the run the first is training and takes the next one.
+# unfinished run, and train_supervised.py returns at once for a finished one (it owns that check). A run
+# locks its directory while it trains, so a second copy of this script (a second worker) skips the run the
+# first is training and takes the next one.
 # Launch from the repository root (once per worker):
 #   setsid nohup nice -n 15 bash scripts/supervised/run_queue.sh >> results/logs/queue.log 2>&1 &
 # then: python -m rims_rl.tasks.report --runs results/supervised/runs --out results/supervised
@@ -14,13 +15,8 @@ cd "$(dirname "$0")/../.."  # the repository root (this script is in scripts/sup
 T="python scripts/train_supervised.py --threads 1 --no-progress"
 M=${MNIST_DIR:+--data-dir $MNIST_DIR}
 R=results/supervised/runs
-finished() {  # the run's last evaluation is at its final step
-  python -c "import json, sys; d = sys.argv[1]; c = json.load(open(d + '/config.json')); m = json.load(open(d + '/metrics.json'))
-sys.exit(0 if m and m[-1]['step'] >= c['steps'] else 1)" "$1" 2>/dev/null
-}
 run() {
   name=$1; shift
-  if finished $R/$name; then echo "=== $name finished"; return; fi
   mkdir -p $R/$name; echo "=== $(date +%T) $name"
   $T --run-dir $R/$name "$@" >> $R/$name/train.log 2>&1; rc=$?; echo "=== $(date +%T) $name rc=$rc"
 }
