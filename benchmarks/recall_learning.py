@@ -6,7 +6,9 @@ stream and a linear head predicts the target; trained with Adam and gradient cli
 steps whose state is carried over and detached (as ``RimPPO`` trains), batches of 16 sequences. Printed:
 per core, the number of updates until the held-out accuracy first reaches ``--threshold`` (median and every
 seed) and the final accuracy. This separates "the core learns recall slowly" from "the RL agent learns it
-slowly" (advantage noise, the critic).
+slowly" (advantage noise, the critic). Measured (the default command, 3 seeds, updates to 0.95): LSTM 275 /
+275 / 300, ``rim-k6`` 250 / 275 / 300, ``rim`` 350 / not within 600 / not within 600 (final accuracy 0.99,
+0.85, 0.86): the competition among mechanisms slows learning to recall.
 
 Run (one torch thread)::
 
@@ -95,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cores", nargs="+", default=["lstm", "rim", "rim-k6"], choices=CORES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--updates", type=int, default=1000, help="updates (batches of 16 sequences) per run")
+    parser.add_argument("--updates", type=int, default=600, help="updates (batches of 16 sequences) per run")
     parser.add_argument("--lr", type=float, default=7e-4, help="Adam learning rate (the memory suite's)")
     parser.add_argument("--threshold", type=float, default=0.95, help="held-out accuracy to reach")
-    parser.add_argument("--every", type=int, default=50, help="evaluate every this many updates")
+    parser.add_argument("--every", type=int, default=25, help="evaluate every this many updates")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(
