@@ -95,3 +95,24 @@ def test_minatar_env():
     assert set(np.unique(np.stack(rec["obs"]))) <= {0, 1}
     episodes = [i["episode"]["r"] for infos in rec["infos"] for i in infos if "episode" in i]
     assert len(episodes) > 10 and max(episodes) >= 1
+
+
+@pytest.mark.parametrize("backend", ["ale", "sb3"])
+def test_episode_score_is_raw_while_the_learner_sees_clipped_rewards(backend):
+    """Space Invaders' aliens are worth 5 to 30 points: the learner gets 1 per kill (clipped) while the
+    episode statistics hold the game's score, the sum of the raw rewards of the same game (same seed and
+    actions, an env without clipping beside it)."""
+    kwargs = dict(n_envs=1, seed=0, frame_stack=1, episodic_life=False, backend=backend)
+    if backend == "ale":
+        kwargs["max_episode_frames"] = 1_600  # a game truncated after 400 agent steps
+    clipped = make_atari_env("SpaceInvaders", clip_reward=True, **kwargs)
+    raw = make_atari_env("SpaceInvaders", clip_reward=False, **kwargs)
+    steps = 450 if backend == "ale" else 1_500
+    a, b = run_random(clipped, steps), run_random(raw, steps)
+    end = next(t for t, d in enumerate(a["dones"]) if d[0])  # the first game's last step
+    clipped_rewards = np.concatenate(a["rewards"][: end + 1])
+    raw_rewards = np.concatenate(b["rewards"][: end + 1])
+    assert set(np.unique(clipped_rewards)) <= {0.0, 1.0} and clipped_rewards.sum() >= 3  # kills, clipped
+    assert np.array_equal(raw_rewards > 0, clipped_rewards > 0) and raw_rewards.max() >= 5  # the same game, raw
+    score = a["infos"][end][0]["episode"]["r"]
+    assert score == raw_rewards.sum() > clipped_rewards.sum()
