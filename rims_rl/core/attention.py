@@ -16,8 +16,13 @@ from .group_cells import GroupLinear, _check_positive
 
 
 def _check_dropout(name: str, p: float) -> None:
-    if not 0.0 <= p < 1.0:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+
+
+def _check_top_k(top_k: int | None, num_units: int) -> None:
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= num_units):
+        raise ValueError(f"comm_top_k must be None or an integer in 1..num_units={num_units}, got {top_k!r}")
 
 
 class InputAttention(nn.Module):
@@ -138,8 +143,7 @@ class CommunicationAttention(nn.Module):
         super().__init__()
         _check_positive(comm_key_size=key_size, comm_value_size=value_size, num_comm_heads=num_heads)
         _check_dropout("comm_dropout", dropout)
-        if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= num_units):
-            raise ValueError(f"comm_top_k must be None or an integer in 1..num_units={num_units}, got {top_k!r}")
+        _check_top_k(top_k, num_units)
         self.key_size, self.value_size, self.num_heads, self.top_k = key_size, value_size, num_heads, top_k
         self.scale = 1.0 / math.sqrt(key_size)
         self.qkv = GroupLinear(hidden_size, num_heads * (2 * key_size + value_size), num_units, bias=False)

@@ -36,6 +36,18 @@ def default_input_value_size(hidden_size: int) -> int:
     return 4 * hidden_size
 
 
+def check_k_active(k_active: int, num_units: int) -> None:
+    """:raises ValueError: ``k_active`` is not an integer in 1..``num_units``"""
+    if not (isinstance(k_active, int) and 1 <= k_active <= num_units):
+        raise ValueError(f"k_active must be an integer in 1..num_units={num_units}, got {k_active!r}")
+
+
+def check_cell(cell: str) -> None:
+    """:raises ValueError: ``cell`` is not one of :data:`~rims_rl.core.group_cells.CELLS`"""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+
+
 class RIMCell(nn.Module):
     """One step of a layer of Recurrent Independent Mechanisms.
 
@@ -92,10 +104,8 @@ class RIMCell(nn.Module):
         _check_positive(input_size=input_size, hidden_size=hidden_size, num_units=num_units)
         if input_value_size is None:
             input_value_size = default_input_value_size(hidden_size)
-        if not (isinstance(k_active, int) and 1 <= k_active <= num_units):
-            raise ValueError(f"k_active must be an integer in 1..num_units={num_units}, got {k_active!r}")
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        check_k_active(k_active, num_units)
+        check_cell(cell)
         self.input_size, self.hidden_size, self.num_units, self.k_active = input_size, hidden_size, num_units, k_active
         self.cell_type = cell
         self.input_attention = InputAttention(

@@ -12,15 +12,14 @@ mechanism, S = U*H the flat state size, N input elements, D size of one element,
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
-from rims_rl.core import RIM, RIMCell
+from rims_rl.core import RIMConfig
 from rims_rl.core.rim import default_input_value_size
-from rims_rl.utils.config import check_keys
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -34,23 +33,24 @@ RL_RIM_DEFAULTS: dict[str, Any] = dict(
     num_units=6, k_active=5, cell="lstm", num_input_heads=4, input_dropout=0.0, comm_dropout=0.0
 )
 
-#: Keys ``rim_kwargs`` accepts: the ``RIM`` arguments and every keyword-only ``RIMCell`` argument.
-RIM_KWARGS = ("hidden_size", "num_units", "k_active", "cell", "num_layers") + tuple(
-    name for name, p in inspect.signature(RIMCell.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY
-)
+#: Keys ``rim_kwargs`` accepts: the fields of :class:`~rims_rl.core.RIMConfig` (the ``RIM`` arguments and
+#: every keyword-only ``RIMCell`` argument).
+RIM_KWARGS = tuple(f.name for f in dataclasses.fields(RIMConfig))
 
 
 def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int, n_lstm_layers: int) -> dict[str, Any]:
-    """Complete the user's ``rim_kwargs`` with the paper RL defaults.
+    """Complete the user's ``rim_kwargs`` with the paper RL defaults and check them through
+    :class:`~rims_rl.core.RIMConfig` (unknown keys, invalid values: ``ValueError`` here, at policy construction).
 
     :param rim_kwargs: the user's RIM arguments (keys from ``RIM_KWARGS``), or ``None``
     :param lstm_hidden_size: the policy's ``lstm_hidden_size``: by default each of the U mechanisms gets
         ``lstm_hidden_size // U`` units, so the RIM state is about as large as the LSTM baseline's
     :param n_lstm_layers: the policy's ``n_lstm_layers``, the default ``num_layers``
-    :return: a new dict with every RIM argument the core is built with
+    :return: a new dict with every RIM argument the core is built with, as saved models and ``config.yaml``
+        store it: the RL defaults, ``num_layers``, ``hidden_size``, ``input_value_size`` and the given keys
+        (``RIMConfig.from_dict(...)`` of it is the core's full configuration)
     """
     given = dict(rim_kwargs or {})
-    check_keys(given, sorted(RIM_KWARGS), "rim_kwargs")
     out = {**RL_RIM_DEFAULTS, "num_layers": n_lstm_layers, **given}
     units = out["num_units"]
     if not (isinstance(units, int) and units > 0):
@@ -62,7 +62,8 @@ def resolve_rim_kwargs(rim_kwargs: dict[str, Any] | None, lstm_hidden_size: int,
                 "mechanisms: pass rim_kwargs['hidden_size']"
             )
         out["hidden_size"] = lstm_hidden_size // units
-    if out.get("input_value_size") is None and isinstance(out["hidden_size"], int):
+    RIMConfig.from_dict(out, "rim_kwargs")  # every key and value checked (one unknown-key check)
+    if out.get("input_value_size") is None:
         out["input_value_size"] = default_input_value_size(out["hidden_size"])  # the core's rule, for the saved config
     return out
 
@@ -143,8 +144,9 @@ class RimCore(nn.Module):
         super().__init__()
         if input_size % num_elements:
             raise ValueError(f"features size {input_size} is not a multiple of num_elements={num_elements}")
-        kwargs = dict(rim_kwargs)
-        self.rim = RIM(input_size // num_elements, kwargs.pop("hidden_size"), **kwargs)
+        if "hidden_size" not in rim_kwargs:
+            raise ValueError("rim_kwargs must give hidden_size, the size H of one mechanism (resolve_rim_kwargs does)")
+        self.rim = RIMConfig.from_dict(rim_kwargs, "rim_kwargs").build(input_size // num_elements)
         self.input_size, self.num_elements = input_size, num_elements
         self.num_layers, self.num_units, self.unit_size = self.rim.num_layers, self.rim.num_units, self.rim.hidden_size
         self.hidden_size = self.num_units * self.unit_size

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core import RIM
+from ..core import RIMConfig
 
 MODELS = ("rim", "lstm", "gru")
 
@@ -35,7 +35,8 @@ class CoreConfig:
     :param cell: cell inside each mechanism, ``"lstm"`` or ``"gru"``
     :param lstm_hidden_size: hidden size of the LSTM/GRU baseline (``model="lstm"`` or ``"gru"``);
         ``None`` = ``num_units * hidden_size`` (same state size as the RIM, as in the paper's comparison)
-    :param rim_kwargs: further keyword arguments for :class:`rims_rl.core.RIM` (attention sizes, dropout)
+    :param rim_kwargs: further :class:`rims_rl.core.RIMConfig` fields (attention sizes, dropout, ``num_layers``...),
+        not those above
     """
 
     model: str = "rim"
@@ -50,6 +51,25 @@ class CoreConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {list(MODELS)}, got {self.model!r}")
+        if self.model == "rim":
+            self.rim_config()  # the RIM's values checked here, before any model is built
+
+    def rim_config(self) -> RIMConfig:
+        """The RIM core's :class:`~rims_rl.core.RIMConfig`: this config's RIM fields and ``rim_kwargs``.
+
+        :raises ValueError: ``rim_kwargs`` repeats a field of this config, has an unknown key or an invalid value
+        """
+        own = dict(
+            hidden_size=self.hidden_size,
+            num_units=self.num_units,
+            k_active=self.k_active,
+            cell=self.cell,
+            input_value_size=self.input_value_size,
+        )
+        repeated = sorted(set(own) & set(self.rim_kwargs))
+        if repeated:
+            raise ValueError(f"rim_kwargs {repeated} repeat CoreConfig fields: set those fields instead")
+        return RIMConfig.from_dict({**own, **self.rim_kwargs}, "rim_kwargs", "the core config")
 
 
 def drop_parameters_absent_from(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -81,15 +101,7 @@ class RecurrentCore(nn.Module):
         super().__init__()
         self.kind = config.model
         if self.kind == "rim":
-            self.rnn = RIM(
-                input_size,
-                config.hidden_size,
-                config.num_units,
-                config.k_active,
-                cell=config.cell,
-                input_value_size=config.input_value_size,
-                **config.rim_kwargs,
-            )
+            self.rnn = config.rim_config().build(input_size)
             self.output_size = self.rnn.output_size
         else:
             hidden = config.lstm_hidden_size or config.num_units * config.hidden_size
