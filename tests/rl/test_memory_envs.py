@@ -107,3 +107,27 @@ def test_variant_is_the_rim_agent_with_its_arguments(suite):
     ]:
         with pytest.raises(ValueError, match=match):
             suite.parse_variant(bad)
+
+
+def test_report_aggregates_the_suite_agents_with_every_seed_on_every_task(suite, tmp_path):
+    """The aggregate holds the suite's agents that have n seeds on every task (n the most any has
+    everywhere); an agent with fewer seeds is named as left out, and a variant stays out of it."""
+    tasks = ["RepeatPreviousEasy", "CountRecallEasy"]
+    seeds = {"rim": 3, "lstm": 3, "ppo": 3, "contrib": 1, "rim-k6": 2}
+    for agent, n in seeds.items():
+        for task in tasks:
+            for seed in range(n):
+                # lstm: the best possible return; ppo: the random policy's; rim: half way
+                value = {"lstm": 1.0, "ppo": suite.MEMORY_TASKS[task].random_return}.get(agent, 0.25 + 0.01 * seed)
+                path = suite.cell_path(tmp_path, task, agent, seed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                record = dict(task=task, agent=agent, seed=seed, eval_mean=value, steps_per_s=100.0, timesteps=1000)
+                path.write_text(json.dumps(dict(record, parameter_counts={"core": 1, "total": 2})))
+    markdown = suite.report(tmp_path)
+    aggregate = markdown.split("## Aggregate")[1]
+    assert "(2 task(s) × 3 seed(s))" in aggregate
+    assert "Left out (fewer than 3 seeds on some task): contrib." in aggregate
+    rows = {line.split(" | ")[0].strip("| "): line for line in aggregate.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"agent", "rim", "lstm", "ppo"}  # the header and the three complete suite agents
+    assert rows["lstm"].startswith("| lstm | 1.000 [1.000, 1.000]") and rows["ppo"].startswith("| ppo | 0.000")
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "summary.png").exists()
