@@ -280,14 +280,13 @@ class RimActorCriticPolicy(RecurrentActorCriticPolicy):
 
     def _build_core(self, num_elements: int, kind: str) -> RimCore | LstmCore:
         """A core of ``kind`` (``"rim"`` or ``"lstm"``) on this policy's features, initialised by ``core_init``;
-        an LSTM beside a RIM actor gets the RIM's state size U*H and layers (the states share one layout)."""
+        an LSTM has the policy's state size and layers (U*H and the RIM's layers beside a RIM actor: the states
+        share one layout)."""
         if kind == "rim":
             core = RimCore(self.features_dim, num_elements, self.rim_kwargs)
-        elif self.core_kind == "rim":
-            size = self.rim_kwargs["num_units"] * self.rim_kwargs["hidden_size"]
-            core = LstmCore(self.features_dim, size, self.rim_kwargs["num_layers"], **self.core_lstm_kwargs)
-        else:
-            core = LstmCore(self.features_dim, self._lstm_hidden_size, self._n_lstm_layers, **self.core_lstm_kwargs)
+        else:  # the parent's state shape (L, 1, S), from the sizes given to it above
+            layers, _, size = self.lstm_hidden_state_shape
+            core = LstmCore(self.features_dim, size, layers, **self.core_lstm_kwargs)
         core.truncate_bptt = self.truncate_bptt  # read by _process_sequence, a static method in sb3-contrib
         return CORE_INITS[self.core_init](core)
 
