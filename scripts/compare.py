@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 config.bootstrap_reps,
                 config.description,
                 not_started=not_started,
+                agents=config.compared_agents,
+                activity_episodes=config.activity_episodes,
+                export_weights=config.export_weights,
             )
             print(f"report: {', '.join(str(p) for p in files.values())}")
         return code

@@ -10,6 +10,7 @@ averaged together only when their resolved configurations are the same (:func:`c
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..utils.run_dir import CELL_FILE, EVALUATIONS_FILE, TIMING_FILE, RunDir, config_id, read_timing
+from ..utils.run_dir import ACTIVITY_FILE, CELL_FILE, EVALUATIONS_FILE, TIMING_FILE, RunDir, config_id, read_timing
 from .references import Reference, game_key, load_references
 
 #: the last share of a run's training whose evaluations are averaged into its final score
@@ -46,6 +47,8 @@ class Run:
         (:func:`~rims_rl.utils.run_dir.config_id`); runs of one label are grouped only when it is equal
     :param parameters: the policy's parameter counts by part (``config.yaml``'s ``parameters``; ``None`` for
         runs made before they were recorded)
+    :param activity: how often each mechanism of its RIM actor core is active, ``[U]`` (``activations.json``,
+        :func:`rims_rl.rl.evaluation.mechanism_activity`; ``None`` where not measured)
     """
 
     path: Path
@@ -63,6 +66,7 @@ class Run:
     trained_steps: int = 0
     config_id: str = ""
     parameters: dict | None = None
+    activity: list[float] | None = None
 
     @property
     def steps(self) -> int:
@@ -134,6 +138,9 @@ def read_run(run_dir: Path) -> Run:
         trained_steps=int(segments[-1]["end_step"]) if segments else 0,
         config_id=config_id(config),
         parameters=config.get("parameters"),
+        activity=json.loads((run_dir / ACTIVITY_FILE).read_text())["frequency"]
+        if (run_dir / ACTIVITY_FILE).is_file()
+        else None,
     )
 
 
@@ -323,6 +330,7 @@ def aggregate(
     baseline: str | None = None,
     reps: int = 2000,
     seed: int = 0,
+    agents: list[str] | None = None,
 ) -> list[Aggregate]:
     """IQM, median and mean of normalised final scores per suite, with 95% stratified-bootstrap CIs
     (rliable, Agarwal et al. 2021), and the probability that ``treatment`` beats ``baseline``.
@@ -337,6 +345,8 @@ def aggregate(
     :param baseline: label of the agent it is compared with
     :param reps: bootstrap replications
     :param seed: seed of the bootstrap
+    :param agents: the labels compared (default: every label with a finished run); a variant run on some
+        games only (an ablation) is left out, or it would leave out every game it was not run on
     """
     import warnings
 
@@ -345,7 +355,7 @@ def aggregate(
 
     warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     grouped = group(runs)
-    labels = sorted({r.label for r in runs if r.finished})
+    labels = sorted({r.label for r in runs if r.finished and (agents is None or r.label in agents)})
     out = []
     for suite in sorted({r.kind for r in runs if r.finished}):
         games = sorted(g for g in grouped if game_key(g)[0] == suite)

@@ -6,6 +6,8 @@ A grid file::
     name: minatar_cpu                # runs go to runs/<name>/, the report to results/<name>/
     agents: [rim, lstm]              # presets of agents/ ...
     # agents: {rim_k4: {agent: rim, hp: [policy_kwargs.rim_kwargs.k_active=4]}, lstm: {}}   # ... or labelled variants
+    # agents: {rim: {}, lstm: {}, rim_k4: {agent: rim, hp: {...}, games: [MinAtar/Breakout], seeds: 3}}
+    #   ... a variant may run on some games and seeds only (an ablation); the report's aggregate leaves it out
     seeds: 3                         # 0, 1, 2 (or a list)
     timesteps: 1_000_000
     eval_freq: 50_000                # evaluation schedule: env steps between raw-score evaluations ...
@@ -17,7 +19,7 @@ A grid file::
     workers: 2                       # cells trained at a time (local process pool)
     threads_per_cell: 1              # torch threads of each cell
     device: cpu
-    report: {treatment: rim, baseline: lstm}
+    report: {treatment: rim, baseline: lstm}   # also: bootstrap_reps, activity_episodes (5), export_weights (false)
 
 Every key a game entry may override: ``timesteps``, ``seeds``, ``eval_freq``, ``eval_episodes``,
 ``checkpoint_freq``, ``n_envs``, ``hp``.
@@ -75,6 +77,12 @@ def _seeds(value: Any, where: str, source: str) -> list[int]:
     return []
 
 
+def _flag(value: Any, name: str, source: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(source, f"report.{name} must be true or false, got {value!r}")
+    return value
+
+
 def _positive_int(value: Any, name: str, where: str, source: str, zero: bool = False) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < (0 if zero else 1):
         _fail(source, f"{name} in {where} must be a {'non-negative' if zero else 'positive'} integer, got {value!r}")
@@ -88,11 +96,25 @@ class AgentSpec:
     :param label: the name shown in the report (``rim``, ``rim_k4``)
     :param agent: the preset in ``agents/`` (``rim``, ``lstm``, ``ppo``)
     :param hp: overrides for this agent only, a nested mapping (``{"policy_kwargs": {"rim_kwargs": {"k_active": 4}}}``)
+    :param games: the games it runs on (empty: every game of the grid); an agent on some games only is a
+        variant (an ablation), shown per game in the report but not in its aggregate
+    :param seeds: the seeds it runs with, among each game's (``None``: all of them)
     """
 
     label: str
     agent: str
     hp: dict[str, Any] = field(default_factory=dict)
+    games: tuple[str, ...] = ()
+    seeds: tuple[int, ...] | None = None
+
+    @property
+    def on_every_game(self) -> bool:
+        """Runs on every game (and seed) of the grid: one of the compared agents, not a variant."""
+        return not self.games and self.seeds is None
+
+    def runs(self, env: str, seed: int) -> bool:
+        """Whether this agent has a cell for ``env`` and ``seed``."""
+        return (not self.games or env in self.games) and (self.seeds is None or seed in self.seeds)
 
 
 @dataclass(frozen=True)
@@ -166,6 +188,8 @@ class GridConfig:
     :param treatment: the agent label whose improvement ``relative.png`` shows ...
     :param baseline: ... over this one
     :param bootstrap_reps: stratified-bootstrap replications of the aggregate CIs
+    :param activity_episodes: games played to measure each finished RIM run's mechanism activity (0: none)
+    :param export_weights: the report writes one half-precision weights export per game and compared agent
     :param description: free text, copied into the report
     :param hp: overrides for every agent and game, a nested mapping
     """
@@ -181,6 +205,8 @@ class GridConfig:
     treatment: str | None = None
     baseline: str | None = None
     bootstrap_reps: int = 2000
+    activity_episodes: int = 5
+    export_weights: bool = False
     description: str = ""
     hp: dict[str, Any] = field(default_factory=dict)
     source: str = field(default="config", repr=False)
@@ -204,7 +230,7 @@ class GridConfig:
         "results_dir",
         "report",
     )
-    REPORT_KEYS = ("treatment", "baseline", "bootstrap_reps")
+    REPORT_KEYS = ("treatment", "baseline", "bootstrap_reps", "activity_episodes", "export_weights")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config", root: Path | None = None) -> GridConfig:
@@ -231,6 +257,11 @@ class GridConfig:
         for key in ("eval_freq", "eval_episodes", "checkpoint_freq", "n_envs"):
             defaults[key] = data.get(key)
         games = cls._games(data["games"], defaults, source)
+        envs = [g.env for g in games]
+        for agent in agents:
+            unknown = [g for g in agent.games if g not in envs]
+            if unknown:
+                _fail(source, f"agent {agent.label!r} names games {unknown} that are not in the grid's games {envs}")
 
         report = data.get("report") or {}
         if not isinstance(report, dict):
@@ -257,6 +288,10 @@ class GridConfig:
             treatment=treatment,
             baseline=baseline,
             bootstrap_reps=_positive_int(report.get("bootstrap_reps", 2000), "bootstrap_reps", "report", source),
+            activity_episodes=_positive_int(
+                report.get("activity_episodes", 5), "activity_episodes", "report", source, zero=True
+            ),
+            export_weights=_flag(report.get("export_weights", False), "export_weights", source),
             description=str(data.get("description", "")),
             hp=top_hp,
             source=source,
@@ -279,11 +314,16 @@ class GridConfig:
             spec = spec or {}
             if not isinstance(label, str) or not label or "/" in label or not isinstance(spec, dict):
                 _fail(source, f"bad agent entry {label!r}: {spec!r}")
-            _check_keys(spec, ("agent", "hp"), f"agent {label!r}", source)
+            _check_keys(spec, ("agent", "hp", "games", "seeds"), f"agent {label!r}", source)
             preset = spec.get("agent", label)
             if preset not in AGENTS:
                 _fail(source, f"unknown agent {preset!r}; known: {', '.join(AGENTS)}")
-            out.append(AgentSpec(label, preset, _hp(spec.get("hp"), f"agent {label!r}", source)))
+            games = spec.get("games") or []
+            if not isinstance(games, list) or not all(isinstance(g, str) for g in games):
+                _fail(source, f"games of agent {label!r} must be a list of game names, got {games!r}")
+            seeds = spec.get("seeds")
+            seeds = tuple(_seeds(seeds, f"agent {label!r}", source)) if seeds is not None else None
+            out.append(AgentSpec(label, preset, _hp(spec.get("hp"), f"agent {label!r}", source), tuple(games), seeds))
         return out
 
     @staticmethod
@@ -346,6 +386,8 @@ class GridConfig:
                     if getattr(game, k) is not None
                 }
                 for agent in self.agents:
+                    if not agent.runs(game.env, seed):
+                        continue
                     hp = merge(merge(merge(self.hp, game.hp), agent.hp), schedule)
                     key = (agent.agent, game.kind, json.dumps(hp, sort_keys=True, default=str))
                     if key not in checked:  # reading a preset takes ~10 ms
@@ -367,6 +409,11 @@ class GridConfig:
                         )
                     )
         return cells
+
+    @property
+    def compared_agents(self) -> list[str]:
+        """The labels of the agents that run on every game: those the report's aggregate compares."""
+        return [a.label for a in self.agents if a.on_every_game]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved grid (for the report)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.run_dir import RunDir
 from .aggregate import (
     Aggregate,
     Run,
@@ -52,8 +53,12 @@ def summary_markdown(
     description: str = "",
     runs_dir: str = "",
     not_started: list[str] = (),
+    agents: list[str] | None = None,
+    exports: list[Path] = (),
 ) -> str:
-    """The text of ``summary.md``; ``not_started`` names the grid's cells that have no run yet."""
+    """The text of ``summary.md``; ``not_started`` names the grid's cells that have no run yet, ``agents``
+    the compared labels (the others are variants, shown per game and against ``treatment``), ``exports``
+    the weights files of :func:`export_weights_per_game`."""
     finished = [r for r in runs if r.finished]
     grouped = group(runs)
     lines = [f"# Comparison `{name}`", ""]
@@ -145,6 +150,53 @@ def summary_markdown(
                 "",
             ]
 
+    variants = sorted({r.label for r in finished} - set(agents)) if agents is not None else []
+    if variants and treatment:
+        lines += [
+            "## Agent variants",
+            "",
+            f"Run on some games and seeds only (ablations), so not in the aggregate: each against {treatment} on "
+            f"the same seeds. Difference of the mean final scores with its 95% Welch t-interval.",
+            "",
+            f"| game | variant | runs | variant | {treatment} | difference |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label in variants:
+            for game in sorted(g for g in grouped if label in grouped[g]):
+                v = grouped[game][label]
+                seeds = {r.seed for r in v}
+                t = [r for r in grouped[game].get(treatment, []) if r.seed in seeds]
+                diff = _welch([r.final_score for r in v], [r.final_score for r in t])
+                lines.append(
+                    f"| {game} | {label} | {len(v)} | {_pm([r.final_score for r in v])} "
+                    f"| {_pm([r.final_score for r in t])} ({len(t)}) | {diff} |"
+                )
+        lines.append("")
+
+    measured = [r for r in finished if r.activity]
+    if measured:
+        lines += [
+            "## Mechanism activity",
+            "",
+            "How often each mechanism of the actor's RIM is among the k active ones, over a few evaluation games "
+            "of each run's final policy (`activations.json` in its run directory). Mechanisms are unordered "
+            "across runs, so each run's frequencies are sorted from the most to the least active before the "
+            "mean over runs; *least active* is the lowest frequency of any mechanism of any run. Uniform "
+            "selection would give every mechanism k/U.",
+            "",
+            "| game | agent | runs | frequency, sorted (mean over runs) | least active | k/U |",
+            "|---|---|---|---|---|---|",
+        ]
+        by_game = group(measured)
+        for game in sorted(by_game):
+            for label, rs in sorted(by_game[game].items()):
+                units = len(rs[0].activity)
+                freqs = np.array([sorted(r.activity, reverse=True) for r in rs if len(r.activity) == units])
+                mean = " ".join(f"{f:.2f}" for f in freqs.mean(axis=0))
+                k = np.mean([sum(r.activity) for r in rs])
+                lines.append(f"| {game} | {label} | {len(freqs)} | {mean} | {freqs.min():.2f} | {k:.0f}/{units} |")
+        lines.append("")
+
     for agg in aggregates:
         lines += [
             f"## Aggregate: {agg.suite}",
@@ -209,8 +261,62 @@ def summary_markdown(
     ]
     if treatment and baseline:
         lines.append("- `relative.png`: the per-game relative improvement above")
+    for path in exports:
+        lines.append(
+            f"- `weights/{path.name}`: weights-only export of that run (float16), "
+            f"`python scripts/evaluate.py {path.as_posix()} --video out.mp4`"
+        )
     lines.append("")
     return "\n".join(lines)
+
+
+def _welch(a: list[float], b: list[float]) -> str:
+    """``mean(a) - mean(b) [low, high]``: the 95% Welch t-interval of the difference of two means."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return f"{a.mean() - b.mean():.2f}" if len(a) and len(b) else "–"
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff, se = a.mean() - b.mean(), math.sqrt(va + vb)
+    if se == 0:
+        return f"{diff:.2f}"
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, dof) * se
+    return f"{diff:.2f} [{diff - half:.2f}, {diff + half:.2f}]"
+
+
+def measure_activity(runs: list[Run], episodes: int) -> None:
+    """Measure the mechanism activity of each finished RIM run that has none yet and whose model files are
+    here (:func:`rims_rl.rl.evaluation.mechanism_activity`, kept in its ``activations.json``)."""
+    from ..rl.evaluation import mechanism_activity
+
+    for r in runs:
+        if r.finished and r.activity is None:
+            found = mechanism_activity(r.path, episodes)
+            r.activity = found["frequency"] if found else None
+
+
+def export_weights_per_game(runs: list[Run], folder: Path, agents: list[str] | None = None) -> list[Path]:
+    """A half-precision weights-only export of one finished run per game and compared agent (the lowest
+    seed whose ``final_weights.pt`` is here) into ``folder``, named ``<game>-<label>-s<seed>.pt``; a game and
+    agent that already has one keeps it (a fresh clone has the exports but not the runs' weights).
+
+    :return: the exports in ``folder``, sorted
+    """
+    from ..rl.training import export_half_precision
+
+    for game, by_label in group(runs).items():
+        prefix = game.replace("/", "-")
+        for label, rs in by_label.items():
+            if agents is not None and label not in agents:
+                continue
+            if any(folder.glob(f"{prefix}-{label}-s*.pt")):
+                continue
+            source = next((r for r in rs if RunDir(r.path).final_weights.is_file()), None)
+            if source is not None:
+                export_half_precision(RunDir(source.path).final_weights, folder / f"{prefix}-{label}-s{source.seed}.pt")
+    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
 
 
 def write_report(
@@ -223,6 +329,9 @@ def write_report(
     description: str = "",
     refs: dict | None = None,
     not_started: list[str] = (),
+    agents: list[str] | None = None,
+    activity_episodes: int = 0,
+    export_weights: bool = False,
 ) -> dict[str, Path]:
     """Write ``scores.csv``, ``curves.png``, ``relative.png`` (if both agents have finished runs) and
     ``summary.md`` into ``out_dir`` from the run directories under ``runs_dir``.
@@ -236,6 +345,10 @@ def write_report(
     :param description: free text for the top of ``summary.md``
     :param refs: reference scores (default: the project's files, see ``references``)
     :param not_started: names of the grid's cells not started yet, listed in ``summary.md``
+    :param agents: the labels compared in the aggregate (default: all); the others are variants
+    :param activity_episodes: games played to measure the mechanism activity of finished RIM runs that have
+        none yet (0: only what ``activations.json`` files hold)
+    :param export_weights: write ``weights/``, one half-precision weights export per game and compared agent
     :return: the files written, by name
     :raises ValueError: no run directory under ``runs_dir``
     """
@@ -244,6 +357,9 @@ def write_report(
     if not runs:
         raise ValueError(f"no run directories (config.yaml) under {runs_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if activity_episodes:
+        measure_activity(runs, activity_episodes)
+    exports = export_weights_per_game(runs, out_dir / "weights", agents) if export_weights else []
     norms = normalisers(runs, refs)
     labels = {r.label for r in runs if r.finished}
     treatment = treatment if treatment in labels else None
@@ -257,11 +373,22 @@ def write_report(
     plot_curves(runs, files["curves.png"], norms)
     if treatment and baseline and improvements(runs, norms, treatment, baseline):
         files["relative.png"] = plot_relative(runs, out_dir / "relative.png", norms, treatment, baseline)
-    aggregates = aggregate(runs, norms, treatment, baseline, reps) if labels else []
+    aggregates = aggregate(runs, norms, treatment, baseline, reps, agents=agents) if labels else []
     shown = os.path.relpath(runs_dir) if runs_dir.resolve().is_relative_to(Path.cwd()) else str(runs_dir)
     files["summary.md"].write_text(
         summary_markdown(
-            runs, norms, aggregates, treatment, baseline, name or out_dir.name, description, shown, not_started
+            runs,
+            norms,
+            aggregates,
+            treatment,
+            baseline,
+            name or out_dir.name,
+            description,
+            shown,
+            not_started,
+            agents,
+            [p.relative_to(Path.cwd()) if p.resolve().is_relative_to(Path.cwd()) else p for p in exports],
         )
     )
+    files.update({p.name: p for p in exports})
     return files

@@ -3,6 +3,7 @@ of which mechanisms are active at each step."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from ..utils.run_dir import CONFIG_FILE, RunDir, check_writable
+from ..utils.run_dir import ACTIVITY_FILE, CONFIG_FILE, RunDir, atomic_write_text, check_writable
 from .config import AgentConfig
 from .training import ALGOS, WEIGHTS_FORMAT, build_env, build_model
 
@@ -177,3 +178,38 @@ def evaluate(
     if video is not None:
         result["video"] = str(video)
     return result
+
+
+def mechanism_activity(run_dir: str | Path, episodes: int = 3, seed: int = 12345) -> dict[str, Any] | None:
+    """How often each mechanism of a finished RIM run's actor core is active, over ``episodes`` whole
+    evaluation games (actions sampled, as in training's evaluations), written to the run's
+    ``activations.json`` and returned; read from that file when it is already there.
+
+    :param run_dir: the run directory (its ``final_weights.pt`` or ``final_model.zip`` is loaded)
+    :param episodes: games played
+    :param seed: the evaluation env's seed
+    :return: ``{"frequency": [U] floats in [0, 1], "episodes", "steps", "mean_score", "model"}``, or
+        ``None`` for a run whose actor core is not a RIM or whose model files are not here
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / ACTIVITY_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    run = RunDir(run_dir)
+    hyperparameters = run.read_config()["hyperparameters"]
+    if "Rim" not in hyperparameters["policy"] or hyperparameters.get("policy_kwargs", {}).get("core", "rim") != "rim":
+        return None  # SB3's feedforward policy, or the RIM policy with an LSTM core
+    model_file = next((p for p in (run.final_weights, run.final_model) if p.is_file()), None)
+    if run.status() != "finished" or model_file is None:
+        return None
+    model, config = load_trained(model_file)
+    result = evaluate(model, config, episodes, deterministic=False, seed=seed)
+    activity = {
+        "frequency": result["activation_frequency"],
+        "episodes": result["episodes"],
+        "steps": int(sum(result["lengths"])),
+        "mean_score": result["mean_score"],
+        "model": model_file.name,
+    }
+    atomic_write_text(json.dumps(activity, indent=2), path)
+    return activity

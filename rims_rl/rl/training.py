@@ -156,6 +156,27 @@ def export_weights(model: BaseAlgorithm, run_config: dict[str, Any], path: Path)
     atomic_torch_save(data, path)
 
 
+def export_half_precision(source: Path, dest: Path) -> Path:
+    """A weights-only export with its floating-point tensors in float16, half the size (for files kept in
+    a repository); loading casts them back to the model's float32.
+
+    :param source: a weights-only export (``final_weights.pt``)
+    :param dest: the file written (atomically)
+    :raises ValueError: ``source`` is not a weights export
+    """
+    data = torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{source} is not a rims_rl weights export (format {WEIGHTS_FORMAT})")
+    halves = {}  # one copy of a tensor stored under several names (a features extractor shared by actor and critic)
+    for key, value in data["state_dict"].items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            alias = (value.data_ptr(), value.shape, value.stride())
+            halves.setdefault(alias, value.half())
+            data["state_dict"][key] = halves[alias]
+    data["dtype"] = "float16"
+    return atomic_torch_save(data, dest)
+
+
 class _PurgingTensorBoardOutputFormat(TensorBoardOutputFormat):
     """SB3's TensorBoard output whose new event file starts with a purge at ``purge_step``: TensorBoard
     then hides the events at and after that step left by a killed process (``SummaryWriter(purge_step=...)``)."""

@@ -16,8 +16,9 @@ Layout of a reinforcement-learning run (``rims_rl.rl.training.train``)::
     done.json              written last: the run trained to its end (kept when the model files are not)
 
 The grid runner adds ``cell.yaml`` (the cell's label), ``timing.json`` (training segments) and
-``train.log``. A supervised run (``rims_rl.tasks.training``) has its own files but the same lock and
-atomic writes.
+``train.log``; the comparison report adds ``activations.json`` to a finished RIM run (how often each
+mechanism is active over a few evaluation games, :func:`rims_rl.rl.evaluation.mechanism_activity`). A
+supervised run (``rims_rl.tasks.training``) has its own files but the same lock and atomic writes.
 
 A run is identified by its whole resolved configuration (:data:`IDENTITY_KEYS`): resuming compares it
 (:func:`identity_differences`) and the report never averages runs whose :func:`config_id` differs.
@@ -54,6 +55,7 @@ DONE_FILE = "done.json"
 CELL_FILE = "cell.yaml"
 TIMING_FILE = "timing.json"
 LOG_FILE = "train.log"
+ACTIVITY_FILE = "activations.json"
 EVALUATION_FIELDS = (
     "timesteps",
     "mean_score",

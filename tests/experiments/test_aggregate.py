@@ -205,3 +205,27 @@ def test_report_prints_each_agents_parameter_counts(runs_dir, tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| rim | MinAtar/Breakout | 564,416 | 100 | 10 | 564,526 |" in summary
     assert "| lstm | MinAtar/Breakout | 132,096 | 100 | 10 | 132,206 |" in summary
+
+
+def test_a_variant_is_compared_on_its_game_and_kept_out_of_the_aggregate(runs_dir, tmp_path):
+    from scipy import stats
+
+    for seed, final in enumerate([8, 9, 10]):  # rim with k=4, on Breakout only
+        make_run(runs_dir, "MinAtar/Breakout", "rim", seed, [(100, final)], label="rim_k4")
+    write_report(runs_dir, tmp_path / "out", "synthetic", "rim", "lstm", reps=100, refs=REFS, agents=["rim", "lstm"])
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "P(rim > lstm) = 0.528" in summary  # the aggregate of the compared agents, as without the variant
+    assert "| rim_k4 | 0." not in summary and "Not in the aggregate: MinAtar/Freeway" in summary
+    se = math.sqrt(1 / 3 + 4 / 3)  # Welch: variances 1 and 4 over 3 runs each
+    dof = (5 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (4 / 3) ** 2 / 2)
+    half = stats.t.ppf(0.975, dof) * se
+    row = (
+        f"| MinAtar/Breakout | rim_k4 | 3 | 9.00 ± 1.00 | 12.00 ± 2.00 (3) | -3.00 [{-3 - half:.2f}, {-3 + half:.2f}] |"
+    )
+    assert row in summary
+
+    # without the compared agents named, the variant (one game) would leave the other games out
+    (agg,) = [
+        a for a in aggregate(collect_runs(runs_dir), normalisers(collect_runs(runs_dir), REFS)) if a.suite == "minatar"
+    ]
+    assert agg.games == ["MinAtar/Breakout"]

@@ -79,6 +79,20 @@ def test_labelled_variants_of_one_preset(tmp_path):
     assert (config.treatment, config.baseline) == ("rim_k4", "rim")
 
 
+def test_a_variant_runs_on_its_games_and_seeds_only(tmp_path):
+    """An ablation: a labelled variant on one game and some seeds; the compared agents run everywhere."""
+    variant = {"agent": "rim", "hp": {"policy_kwargs": {"rim_kwargs": {"k_active": 4}}}}
+    config = GridConfig.from_dict(
+        grid(agents={"rim": None, "lstm": None, "rim_k4": {**variant, "games": ["MinAtar/Breakout"], "seeds": [1]}}),
+        root=tmp_path,
+    )
+    cells = [(c.env, c.label, c.seed) for c in config.cells()]
+    assert [c for c in cells if c[1] == "rim_k4"] == [("MinAtar/Breakout", "rim_k4", 1)]
+    assert len(cells) == 2 * 3 + 1 and config.compared_agents == ["rim", "lstm"]
+    with pytest.raises(ValueError, match=r"agent 'rim_k4' names games \['Seaquest'\] that are not in the grid"):
+        GridConfig.from_dict(grid(agents={"rim": None, "rim_k4": {**variant, "games": ["Seaquest"]}}), source="g")
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -93,6 +107,8 @@ def test_labelled_variants_of_one_preset(tmp_path):
         ({"timesteps": None}, "no timesteps for game 'MinAtar/Breakout'"),
         ({"report": {"treatment": "gru"}}, "report.treatment 'gru' is not one of the agents ['rim', 'lstm']"),
         ({"workers": 0}, "workers in the grid must be a positive integer"),
+        ({"report": {"export_weights": "yes"}}, "report.export_weights must be true or false, got 'yes'"),
+        ({"agents": {"rim": {"seeds": 0}}}, "seeds in agent 'rim' must be a positive count"),
     ],
 )
 def test_bad_grids_are_refused_in_one_line(changes, message):
@@ -102,12 +118,13 @@ def test_bad_grids_are_refused_in_one_line(changes, message):
     assert text.startswith("bad.yaml: ") and message in text and "\n" not in text
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "minatar_cpu.yaml"])
+@pytest.mark.parametrize("name", ["paper.yaml", "minatar_cpu.yaml", "minatar_sound.yaml"])
 def test_shipped_configs_are_valid(name, tmp_path):
     config = load_grid(ROOT / "experiments" / name, root=tmp_path)
-    labels = {a.label for a in config.agents}
-    assert {"rim", "lstm"} <= labels and (config.treatment, config.baseline) == ("rim", "lstm")
-    assert len(config.cells()) == sum(len(g.seeds) for g in config.games) * len(config.agents)
+    compared = config.compared_agents
+    assert {"rim", "lstm"} <= set(compared) and (config.treatment, config.baseline) == ("rim", "lstm")
+    cells = config.cells()
+    assert sum(c.label in compared for c in cells) == sum(len(g.seeds) for g in config.games) * len(compared)
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

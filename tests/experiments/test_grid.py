@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rims_rl.experiments.aggregate import collect_runs, read_evaluations
@@ -47,7 +48,7 @@ def tiny_grid(folder: Path, timesteps: int, agents=("rim", "lstm")) -> Path:
                 "hp": TINY,
                 "games": ["MinAtar/Breakout"],
                 "workers": 2,
-                "report": {"bootstrap_reps": 200},
+                "report": {"bootstrap_reps": 200, "activity_episodes": 2, "export_weights": True},
                 "runs_dir": str(folder / "runs"),
                 "results_dir": str(folder / "results"),
             }
@@ -97,6 +98,27 @@ def test_stopped_grid_resumes_from_checkpoints_then_skips_finished_cells(tmp_pat
     report = tmp_path / "results"
     assert {p.name for p in report.iterdir()} >= {"scores.csv", "curves.png", "relative.png", "summary.md"}
     assert (report / "scores.csv").read_text().count("MinAtar/Breakout") == 2
+    # the report measured the RIM run's mechanism activity: exactly k of the 6 mechanisms active at each step
+    activity = json.loads((cells["rim"].run_dir / "activations.json").read_text())
+    assert len(activity["frequency"]) == 6 and activity["episodes"] == 2
+    assert sum(activity["frequency"]) == pytest.approx(5, abs=1e-3) and activity["steps"] > 0
+    assert not (cells["lstm"].run_dir / "activations.json").exists()
+    assert "## Mechanism activity" in (report / "summary.md").read_text()
+    # ... and exported each agent's weights in half precision: they load into the float32 model and play
+    # the same greedy game as the run's own final weights
+    exports = sorted(p.name for p in (report / "weights").iterdir())
+    assert exports == ["MinAtar-Breakout-lstm-s0.pt", "MinAtar-Breakout-rim-s0.pt"]
+    from rims_rl.rl.evaluation import evaluate, load_trained
+
+    for label in ("rim", "lstm"):
+        half, run = load_trained(report / "weights" / f"MinAtar-Breakout-{label}-s0.pt")
+        full, _ = load_trained(cells[label].run_dir / "final_weights.pt")
+        assert next(half.policy.parameters()).dtype == torch.float32
+        assert (
+            evaluate(half, run, 2, deterministic=True)["scores"] == evaluate(full, run, 2, deterministic=True)["scores"]
+        )
+        stored = torch.load(report / "weights" / f"MinAtar-Breakout-{label}-s0.pt", weights_only=True)
+        assert {v.dtype for v in stored["state_dict"].values() if v.is_floating_point()} == {torch.float16}
 
     finals = {label: (c.run_dir / "final_model.zip").stat().st_mtime_ns for label, c in cells.items()}
     result = run_grid(load_grid(config_path), progress=False, log=lambda msg: None)
