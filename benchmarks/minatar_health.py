@@ -34,7 +34,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--agent", default="lstm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the grid's cells use 1)")
     args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from rims_rl.experiments.aggregate import collect_runs, read_run
     from rims_rl.rl import envs

@@ -2,13 +2,15 @@
 
     python scripts/evaluate.py runs/Pong-rim-s0 --episodes 10
     python scripts/evaluate.py runs/Pong-rim-s0/final_weights.pt --deterministic --video pong.mp4
+    python scripts/evaluate.py results/minatar_sound/weights/MinAtar-Breakout-rim-s0.pt --video b.mp4 --still b.png
 
 RUN_DIR_OR_MODEL: a run directory (its weights-only final_weights.pt, else its final_model.zip, else
 its newest checkpoint), an SB3 .zip inside a run directory, or a weights-only export (.pt: no code is
 unpickled). An SB3 .zip is unpickled, which can run code from the file: evaluate only zips you trust.
 Prints the score mean/std/min/max and lengths, and writes them as JSON (default: evaluation.json
 beside the model). The output files are checked for writing before any game is played.
-The video shows the game beside a strip of which mechanisms are active at each step.
+The video shows the game beside a strip of which mechanisms are active at each step (the last 100 steps);
+--still writes the first game's last frame of it as a PNG.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deterministic", action="store_true", help="greedy actions")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--video", default=None, metavar="OUT.mp4", help="video of the first game")
+    parser.add_argument("--still", default=None, metavar="OUT.png", help="the last frame of the first game, as PNG")
     parser.add_argument("--output", default=None, help="JSON file (default: evaluation.json beside the model)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if source.exists():
             check_writable(output)
         model, run = load_trained(args.model, args.device)
-        result = evaluate(model, run, args.episodes, args.deterministic, args.seed, args.video)
+        result = evaluate(model, run, args.episodes, args.deterministic, args.seed, args.video, still=args.still)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "activation_frequency" in result:
         print("mechanism activation frequency: " + " ".join(f"{f:.2f}" for f in result["activation_frequency"]))
-    print(f"written: {output}" + (f", {args.video}" if args.video else ""))
+    print(f"written: {output}" + "".join(f", {p}" for p in (args.video, args.still) if p))
     return 0
 
 

@@ -108,6 +108,7 @@ def evaluate(
     seed: int = 12345,
     video: str | Path | None = None,
     max_steps: int = 200_000,
+    still: str | Path | None = None,
 ) -> dict[str, Any]:
     """Play whole games with raw rewards (no clipping, no episodic life).
 
@@ -119,13 +120,15 @@ def evaluate(
     :param video: write an mp4 of the first game here (game | active mechanisms strip); checked for
         writing before any game is played
     :param max_steps: stop after this many steps in all (a safety net)
+    :param still: write the last frame of the first game (game | active mechanisms strip) here as a PNG
     :return: ``scores``, ``lengths`` and their mean/std/min/max; ``activation_frequency`` per mechanism
         for RIM agents
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if video is not None:
-        check_writable(video)  # before the games are played, not after
+    for path in (video, still):
+        if path is not None:
+            check_writable(path)  # before the games are played, not after
     config = AgentConfig.from_dict(run["hyperparameters"])
     env = build_env(run["env"], config, 1, seed, evaluation=True)
     core = getattr(model.policy, "lstm_actor", None)
@@ -136,17 +139,19 @@ def evaluate(
         Path(video).parent.mkdir(parents=True, exist_ok=True)
         writer = imageio.get_writer(str(video), fps=30, codec="libx264", quality=7, macro_block_size=2)
     obs, state, start = env.reset(), None, np.ones(1, dtype=bool)
-    scores, lengths, history = [], [], []
+    scores, lengths, history, frame = [], [], [], None
     try:
         for _ in range(max_steps):
             action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
             active = getattr(core, "last_active", None)
             if active is not None:
                 history.append(active[-1, 0].cpu().numpy().copy())
-            if writer is not None and not scores:
+            if (writer is not None or still is not None) and not scores:
                 game = _game_image(obs[0], 252)
                 parts = [game] if not history else [game, np.full((252, 8, 3), 30, np.uint8), _strip(history, 252)]
-                writer.append_data(np.concatenate(parts, axis=1))
+                frame = np.concatenate(parts, axis=1)
+                if writer is not None:
+                    writer.append_data(frame)
             obs, _, done, infos = env.step(action)
             start = done
             if done[0]:
@@ -160,6 +165,10 @@ def evaluate(
             writer.close()
     if not scores:
         raise RuntimeError(f"no game finished within {max_steps} steps")
+    if still is not None and frame is not None:
+        import imageio.v2 as imageio
+
+        imageio.imwrite(str(still), frame)
     result: dict[str, Any] = {
         "env": run["env"],
         "agent": run["agent"],
@@ -177,6 +186,8 @@ def evaluate(
         result["activation_frequency"] = [round(float(f), 4) for f in np.mean(history, axis=0)]
     if video is not None:
         result["video"] = str(video)
+    if still is not None:
+        result["still"] = str(still)
     return result
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v2 as imageio
 import pytest
 import torch
 import yaml
@@ -77,7 +78,17 @@ def test_pong_run_writes_every_artifact_and_evaluates(tmp_path):
 
     out = tmp_path / "eval.json"  # evaluate.py RUN_DIR reads the weights-only export (final_weights.pt)
     res = cli(
-        "evaluate.py", run, "--episodes", "1", "--deterministic", "--output", out, "--video", tmp_path / "game.mp4"
+        "evaluate.py",
+        run,
+        "--episodes",
+        "1",
+        "--deterministic",
+        "--output",
+        out,
+        "--video",
+        tmp_path / "game.mp4",
+        "--still",
+        tmp_path / "game.png",
     )
     assert res.returncode == 0, res.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -85,6 +96,8 @@ def test_pong_run_writes_every_artifact_and_evaluates(tmp_path):
     assert len(result["activation_frequency"]) == 6
     assert abs(sum(result["activation_frequency"]) - 5) < 1e-3  # 5 of 6 active at every step
     assert (tmp_path / "game.mp4").stat().st_size > 10_000
+    still = imageio.imread(tmp_path / "game.png")  # the last frame: game | gap | strip of 6 mechanisms
+    assert still.shape[0] == 252 and still.shape[1] > 252 + 8 and still[:, 252 + 8 :].max() == 255
 
 
 def test_weights_export_gives_the_same_actions(tmp_path):
