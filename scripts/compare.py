@@ -11,7 +11,9 @@
 
 Run it again after a crash, a reboot or Ctrl-C: finished cells are skipped, interrupted ones resume
 from their checkpoints. Runs go to runs/<name>/<game>/<agent>-s<seed>, the report to results/<name>/
-(scores.csv, curves.png, relative.png, summary.md); see rims_rl.experiments.
+(scores.csv, curves.png, relative.png, summary.md; with the config's report.export_weights, weights/ with
+one half-precision export per game and agent); the report also measures each finished RIM run's mechanism
+activity (activations.json in the run directory). See rims_rl.experiments.
 """
 
 from __future__ import annotations
