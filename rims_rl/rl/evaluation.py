@@ -12,7 +12,9 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from ..utils.run_dir import ACTIVITY_FILE, CONFIG_FILE, RunDir, atomic_write_text, check_writable
+from .callbacks import success_rate
 from .config import AgentConfig
+from .envs import check_same_spaces, resolve_env
 from .training import ALGOS, WEIGHTS_FORMAT, build_env, build_model
 
 
@@ -109,8 +111,9 @@ def evaluate(
     video: str | Path | None = None,
     max_steps: int = 200_000,
     still: str | Path | None = None,
+    env: str | None = None,
 ) -> dict[str, Any]:
-    """Play whole games with raw rewards (no clipping, no episodic life).
+    """Play whole games with raw rewards (no clipping, no episodic life), on the run's env or zero-shot on another.
 
     :param model: the trained agent (recurrent state handled as ``predict`` does)
     :param run: its run config (``env``, ``hyperparameters``)
@@ -121,16 +124,27 @@ def evaluate(
         writing before any game is played
     :param max_steps: stop after this many steps in all (a safety net)
     :param still: write the last frame of the first game (game | active mechanisms strip) here as a PNG
-    :return: ``scores``, ``lengths`` and their mean/std/min/max; ``activation_frequency`` per mechanism
-        for RIM agents
+    :param env: play this env instead of the run's (zero-shot: ``MiniGrid-MultiRoom-N4-S5-v0`` for an agent
+        trained on ``MiniGrid-MultiRoom-N2-S4-v0``); it must have the agent's observation and action spaces
+    :return: ``env`` (the env played), ``trained_on``, ``scores``, ``lengths`` and their mean/std/min/max;
+        ``success_rate`` (share of episodes with a positive return) on MiniGrid; ``activation_frequency`` per
+        mechanism for RIM agents
+    :raises ValueError: bad ``episodes``, an unknown ``env``, or one whose spaces differ from the agent's (naming both)
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    played = run["env"] if env is None else env
+    kind, _ = resolve_env(played)
     for path in (video, still):
         if path is not None:
             check_writable(path)  # before the games are played, not after
     config = AgentConfig.from_dict(run["hyperparameters"])
-    env = build_env(run["env"], config, 1, seed, evaluation=True)
+    env = build_env(played, config, 1, seed, evaluation=True)
+    try:
+        check_same_spaces(played, env, f"{run['env']} ({run['agent']})", model.observation_space, model.action_space)
+    except ValueError:
+        env.close()
+        raise
     core = getattr(model.policy, "lstm_actor", None)
     writer = None
     if video is not None:
@@ -170,7 +184,8 @@ def evaluate(
 
         imageio.imwrite(str(still), frame)
     result: dict[str, Any] = {
-        "env": run["env"],
+        "env": played,
+        "trained_on": run["env"],
         "agent": run["agent"],
         "episodes": len(scores),
         "deterministic": deterministic,
@@ -182,6 +197,8 @@ def evaluate(
         "scores": scores,
         "lengths": lengths,
     }
+    if kind == "minigrid":
+        result["success_rate"] = success_rate(scores)
     if history:
         result["activation_frequency"] = [round(float(f), 4) for f in np.mean(history, axis=0)]
     if video is not None:
