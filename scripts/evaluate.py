@@ -3,7 +3,7 @@
     python scripts/evaluate.py runs/Pong-rim-s0 --episodes 10
     python scripts/evaluate.py runs/Pong-rim-s0/final_weights.pt --deterministic --video pong.mp4
     python scripts/evaluate.py results/minatar_sound/weights/MinAtar-Breakout-rim-s0.pt --video b.mp4 --still b.png
-    python scripts/evaluate.py runs/MiniGrid-MultiRoom-N2-S4-v0-rim-s0 --env MiniGrid-MultiRoom-N4-S5-v0  # zero-shot
+    python scripts/evaluate.py runs/MiniGrid-MultiRoom-N2-S4-v0-rim-s0 --env MiniGrid-MultiRoom-N4-S5-v1  # zero-shot
 
 RUN_DIR_OR_MODEL: a run directory (its weights-only final_weights.pt, else its final_model.zip, else
 its newest checkpoint), an SB3 .zip inside a run directory, or a weights-only export (.pt: no code is

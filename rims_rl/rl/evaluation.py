@@ -124,7 +124,7 @@ def evaluate(
         writing before any game is played
     :param max_steps: stop after this many steps in all (a safety net)
     :param still: write the last frame of the first game (game | active mechanisms strip) here as a PNG
-    :param env: play this env instead of the run's (zero-shot: ``MiniGrid-MultiRoom-N4-S5-v0`` for an agent
+    :param env: play this env instead of the run's (zero-shot: ``MiniGrid-MultiRoom-N4-S5-v1`` for an agent
         trained on ``MiniGrid-MultiRoom-N2-S4-v0``); it must have the agent's observation and action spaces
     :return: ``env`` (the env played), ``trained_on``, ``scores``, ``lengths`` and their mean/std/min/max;
         ``success_rate`` (share of episodes with a positive return) on MiniGrid; ``activation_frequency`` per

@@ -173,3 +173,26 @@ def test_eval_envs_of_other_spaces_are_refused_before_the_run_starts(tmp_path):
             eval_envs=["MinAtar/Breakout"],
         )
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_trains_with_eval_envs_and_a_resume_keeps_them(tmp_path):
+    run = tmp_path / "run"
+    args = ["--env", "MiniGrid-MultiRoom-N2-S4-v0", "--eval-envs", "MiniGrid-MultiRoom-N4-S5-v1", "--agent", "lstm"]
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/train_ppo.py"), *args, "--n-envs", "2", "--total-timesteps", "128"]
+        + ["--run-dir", run, "--no-progress", "--hp", *TINY],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    train("MiniGrid-MultiRoom-N2-S4-v0", "lstm", total_timesteps=256, run_dir=run, resume=True, progress=False)
+    assert yaml.safe_load((run / "config.yaml").read_text())["eval_envs"] == ["MiniGrid-MultiRoom-N4-S5-v1"]
+    rows = list(csv.DictReader(open(run / "env_evaluations.csv")))
+    assert [(r["env"][-9:], int(r["timesteps"])) for r in rows] == [
+        ("-N2-S4-v0", 128),
+        ("-N4-S5-v1", 128),
+        ("-N2-S4-v0", 256),
+        ("-N4-S5-v1", 256),
+    ]
