@@ -68,10 +68,16 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm, 
     return algo.load(path, device=device), run
 
 
-def _game_image(obs: np.ndarray, height: int) -> np.ndarray:
-    """One observation as an RGB image of the given height: Atari ``[stack, 84, 84]`` (the newest frame)
-    or MinAtar ``[C, 10, 10]`` (one colour per channel)."""
-    if obs.shape[0] <= 4 and obs.shape[-1] == 84:  # Atari, channel first
+def _game_image(obs: np.ndarray, height: int, kind: str = "atari") -> np.ndarray:
+    """One observation as an RGB image of the given height: Atari ``[stack, 84, 84]`` (the newest frame),
+    MinAtar ``[C, 10, 10]`` (one colour per channel) or MiniGrid's view ``[3, 7, 7]`` (drawn by MiniGrid,
+    the agent at the bottom centre facing up)."""
+    if kind == "minigrid":
+        from minigrid.core.grid import Grid
+
+        grid, visible = Grid.decode(obs.transpose(1, 2, 0))  # [x, y, 3], as MiniGrid encodes it
+        img = grid.render(32, agent_pos=(grid.width // 2, grid.height - 1), agent_dir=3, highlight_mask=visible)
+    elif obs.shape[0] <= 4 and obs.shape[-1] == 84:  # Atari, channel first
         img = np.repeat(obs[-1][..., None], 3, axis=-1)
     else:  # MinAtar channels
         import matplotlib
@@ -161,7 +167,7 @@ def evaluate(
             if active is not None:
                 history.append(active[-1, 0].cpu().numpy().copy())
             if (writer is not None or still is not None) and not scores:
-                game = _game_image(obs[0], 252)
+                game = _game_image(obs[0], 252, kind)
                 parts = [game] if not history else [game, np.full((252, 8, 3), 30, np.uint8), _strip(history, 252)]
                 frame = np.concatenate(parts, axis=1)
                 if writer is not None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
@@ -151,6 +152,9 @@ def test_run_evaluates_its_eval_envs_and_evaluate_plays_another_env(tmp_path):
     assert "success rate" in res.stdout and "(trained on MiniGrid-Empty-5x5-v0)" in res.stdout
 
     model, run_config = load_trained(run)
+    evaluate(model, run_config, 1, env="MiniGrid-Empty-6x6-v0", still=tmp_path / "view.png")
+    image = imageio.imread(tmp_path / "view.png")  # MiniGrid's drawing of the 7x7 view | the mechanisms strip
+    assert image.shape[0] == 252 and image[:224, :224].std() > 10
     with pytest.raises(ValueError) as error:
         evaluate(model, run_config, 1, env="MinAtar/Breakout")
     message = str(error.value)
