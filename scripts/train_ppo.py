@@ -1,7 +1,8 @@
-"""Train RIM-PPO (or the LSTM-PPO / feedforward PPO baselines) on an Atari or MinAtar game.
+"""Train RIM-PPO (or the LSTM-PPO / feedforward PPO baselines) on an Atari or MinAtar game or a MiniGrid env.
 
     python scripts/train_ppo.py --env Pong                       # RIM-PPO, the paper's setting, 10M steps
     python scripts/train_ppo.py --env MinAtar/Breakout --agent lstm --seed 1
+    python scripts/train_ppo.py --env MiniGrid-MultiRoom-N2-S4-v0 --eval-envs MiniGrid-MultiRoom-N4-S5-v1
     python scripts/train_ppo.py --env Pong --run-dir runs/Pong-rim-s0 --resume   # continue a killed run
 
 Everything goes to one run directory (see rims_rl.utils.run_dir): config.yaml, TensorBoard events
@@ -21,7 +22,16 @@ from rims_rl.utils.config import add_hp_argument
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", required=True, help="Pong, Breakout, ALE/Pong-v5, MinAtar/Breakout, ...")
+    parser.add_argument(
+        "--env", required=True, help="Pong, Breakout, ALE/Pong-v5, MinAtar/Breakout, MiniGrid-DoorKey-5x5-v0, ..."
+    )
+    parser.add_argument(
+        "--eval-envs",
+        nargs="+",
+        default=None,
+        metavar="ENV",
+        help="envs also played zero-shot at each evaluation (same spaces as --env; env_evaluations.csv)",
+    )
     parser.add_argument("--agent", default="rim", help=f"one of {', '.join(AGENTS)} (presets in agents/)")
     parser.add_argument("--seed", type=int, default=None, help="default 0 (on --resume: the run's)")
     parser.add_argument("--total-timesteps", type=int, default=None, help="default: the preset's n_timesteps")
@@ -52,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             args.hp,
             args.resume,
             progress=not args.no_progress,
+            eval_envs=args.eval_envs,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,11 +5,16 @@ Everything here reads run directories only (``config.yaml``, ``evaluations.csv``
 runner trained the run, ``cell.yaml`` and ``timing.json``; see :mod:`rims_rl.utils.run_dir`), so it
 works on any folder of runs made by ``scripts/train_ppo.py`` or ``scripts/compare.py``. Runs are
 averaged together only when their resolved configurations are the same (:func:`collect_runs`).
+
+A run with ``env_evaluations.csv`` (MiniGrid runs, runs with zero-shot evaluation envs) has the success rate of
+each evaluation, and :func:`transfer_runs` makes one :class:`Run` per zero-shot evaluation env from it (its
+``env`` the env played, ``trained_on`` the training env), so every table and aggregate applies to them too.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -19,7 +24,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..utils.run_dir import ACTIVITY_FILE, CELL_FILE, EVALUATIONS_FILE, TIMING_FILE, RunDir, config_id, read_timing
+from ..utils.run_dir import (
+    ACTIVITY_FILE,
+    CELL_FILE,
+    ENV_EVALUATIONS_FILE,
+    EVALUATIONS_FILE,
+    TIMING_FILE,
+    RunDir,
+    config_id,
+    read_timing,
+)
 from .references import Reference, game_key, load_references
 
 #: the last share of a run's training whose evaluations are averaged into its final score
@@ -49,6 +63,9 @@ class Run:
         runs made before they were recorded)
     :param activity: how often each mechanism of its RIM actor core is active, ``[U]`` (``activations.json``,
         :func:`rims_rl.rl.evaluation.mechanism_activity`; ``None`` where not measured)
+    :param successes: success rate of each evaluation, ``[E]`` (``env_evaluations.csv``; ``None`` without it)
+    :param trained_on: for a zero-shot evaluation (:func:`transfer_runs`), the env the agent was trained on
+        (``env`` is the one played); ``None`` for a training run
     """
 
     path: Path
@@ -67,6 +84,8 @@ class Run:
     config_id: str = ""
     parameters: dict | None = None
     activity: list[float] | None = None
+    successes: np.ndarray | None = None
+    trained_on: str | None = None
 
     @property
     def steps(self) -> int:
@@ -83,8 +102,18 @@ class Run:
         with evaluations every 50k of 1M steps, those at 900k, 950k, 1M and the end."""
         if not len(self.scores):
             return math.nan
+        return float(np.mean(self.scores[self._final_window()]))
+
+    def _final_window(self) -> np.ndarray:
         end = min(self.target_steps, int(self.timesteps[-1]))
-        return float(np.mean(self.scores[self.timesteps >= (1 - FINAL_WINDOW) * end]))
+        return self.timesteps >= (1 - FINAL_WINDOW) * end
+
+    @property
+    def final_success(self) -> float:
+        """The mean success rate of the evaluations of :attr:`final_score` (NaN without success rates)."""
+        if self.successes is None or not len(self.successes):
+            return math.nan
+        return float(np.mean(self.successes[self._final_window()]))
 
     @property
     def best_score(self) -> float:
@@ -110,6 +139,51 @@ def read_evaluations(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=float)
 
 
+def read_env_evaluations(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per env, the steps, mean scores and success rates of ``env_evaluations.csv``, keeping the final model's
+    lineage as :func:`read_evaluations` does.
+
+    :return: ``{env: (timesteps [E], mean_score [E], success_rate [E])}`` (empty without the file)
+    """
+    rows: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                kept = rows[row["env"]]
+                step = int(row["timesteps"])
+                while kept and kept[-1][0] >= step:
+                    kept.pop()
+                kept.append((step, float(row["mean_score"]), float(row["success_rate"])))
+    return {
+        env: (np.array([k[0] for k in r], np.int64), np.array([k[1] for k in r]), np.array([k[2] for k in r]))
+        for env, r in rows.items()
+    }
+
+
+def transfer_runs(runs: list[Run]) -> list[Run]:
+    """One :class:`Run` per training run and zero-shot evaluation env in its ``env_evaluations.csv``: ``env`` the
+    env played, ``trained_on`` the training env, the rest (label, seed, steps, status) the training run's.
+    """
+    out = []
+    for r in runs:
+        for env, (steps, scores, successes) in read_env_evaluations(r.path / ENV_EVALUATIONS_FILE).items():
+            if env == r.env:
+                continue
+            out.append(
+                dataclasses.replace(
+                    r,
+                    env=env,
+                    kind=game_key(env)[0],
+                    timesteps=steps,
+                    scores=scores,
+                    successes=successes,
+                    trained_on=r.env,
+                    activity=None,
+                )
+            )
+    return sorted(out, key=lambda r: (r.trained_on, r.env, r.label, r.seed))
+
+
 def read_run(run_dir: Path) -> Run:
     """One run directory as a :class:`Run`.
 
@@ -119,6 +193,10 @@ def read_run(run_dir: Path) -> Run:
     config = RunDir(run_dir).read_config()
     cell = yaml.safe_load((run_dir / CELL_FILE).read_text()) if (run_dir / CELL_FILE).is_file() else {}
     timesteps, scores = read_evaluations(run_dir / EVALUATIONS_FILE)
+    by_env = read_env_evaluations(run_dir / ENV_EVALUATIONS_FILE).get(config["env"])
+    successes = None
+    if by_env is not None and np.array_equal(by_env[0], timesteps):
+        successes = by_env[2]
     segments = read_timing(run_dir / TIMING_FILE)
     seconds = sum(float(s["seconds"]) for s in segments)
     steps = sum(int(s["end_step"]) - int(s["start_step"]) for s in segments)
@@ -141,6 +219,7 @@ def read_run(run_dir: Path) -> Run:
         activity=json.loads((run_dir / ACTIVITY_FILE).read_text())["frequency"]
         if (run_dir / ACTIVITY_FILE).is_file()
         else None,
+        successes=successes,
     )
 
 
@@ -184,7 +263,7 @@ class Normaliser:
 
     :param low: the random policy's score (0 where unknown)
     :param scale: ``human - random`` (``method="human"``) or ``best run - random`` (``"best"``)
-    :param method: ``"human"`` or ``"best"``
+    :param method: ``"human"``, ``"best"`` or ``"raw"`` (MiniGrid)
     :param reference: the game's reference scores
     """
 
@@ -200,8 +279,9 @@ class Normaliser:
 def normalisers(runs: list[Run], refs: dict | None = None) -> dict[str, Normaliser]:
     """One :class:`Normaliser` per game.
 
-    Human-normalised, ``(s - random) / (human - random)``, where both references are known (Atari);
-    otherwise ``(s - random) / (best - random)`` with ``best`` the highest final score of any finished
+    Human-normalised, ``(s - random) / (human - random)``, where both references are known (Atari); MiniGrid
+    returns as they are (``"raw"``: 0 is failure, 1 an instant success); otherwise
+    ``(s - random) / (best - random)`` with ``best`` the highest final score of any finished
     run of the game in this comparison (every agent's), so 0 is the random policy and 1 the best run.
 
     :param runs: the runs
@@ -210,6 +290,9 @@ def normalisers(runs: list[Run], refs: dict | None = None) -> dict[str, Normalis
     refs = load_references() if refs is None else refs
     out = {}
     for env in sorted({r.env for r in runs}):
+        if game_key(env)[0] == "minigrid":
+            out[env] = Normaliser(0.0, 1.0, "raw", Reference(source="MiniGrid: 0 on failure, up to 1 on success"))
+            continue
         ref = refs.get(game_key(env), Reference())
         low = ref.random if ref.random is not None else 0.0
         if ref.random is not None and ref.human is not None and ref.human != ref.random:
@@ -222,32 +305,77 @@ def normalisers(runs: list[Run], refs: dict | None = None) -> dict[str, Normalis
     return out
 
 
-def write_scores_csv(runs: list[Run], path: Path, norms: dict[str, Normaliser], root: Path | None = None) -> None:
-    """``scores.csv``: one row per run (see :data:`SCORE_FIELDS`)."""
+def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SCORE_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        for r in runs:
-            rel = r.path.relative_to(root) if root and r.path.is_relative_to(root) else r.path
-            writer.writerow(
-                dict(
-                    game=r.env,
-                    agent=r.label,
-                    seed=r.seed,
-                    final_score=_num(r.final_score),
-                    best_score=_num(r.best_score),
-                    normalised_final=_num(float(norms[r.env](r.final_score))),
-                    steps=r.steps,
-                    target_steps=r.target_steps,
-                    finished=int(r.finished),
-                    evaluations=len(r.scores),
-                    wall_time_s=_num(r.wall_time_s, 1),
-                    steps_per_s=_num(r.steps_per_s, 1),
-                    preset=r.agent,
-                    run_dir=rel,
-                )
-            )
+        writer.writerows(rows)
+
+
+def _relative(r: Run, root: Path | None) -> Path:
+    return r.path.relative_to(root) if root and r.path.is_relative_to(root) else r.path
+
+
+def write_scores_csv(runs: list[Run], path: Path, norms: dict[str, Normaliser], root: Path | None = None) -> None:
+    """``scores.csv``: one row per run (see :data:`SCORE_FIELDS`)."""
+    rows = [
+        dict(
+            game=r.env,
+            agent=r.label,
+            seed=r.seed,
+            final_score=_num(r.final_score),
+            best_score=_num(r.best_score),
+            normalised_final=_num(float(norms[r.env](r.final_score))),
+            steps=r.steps,
+            target_steps=r.target_steps,
+            finished=int(r.finished),
+            evaluations=len(r.scores),
+            wall_time_s=_num(r.wall_time_s, 1),
+            steps_per_s=_num(r.steps_per_s, 1),
+            preset=r.agent,
+            run_dir=_relative(r, root),
+        )
+        for r in runs
+    ]
+    _write_csv(path, SCORE_FIELDS, rows)
+
+
+ENV_SCORE_FIELDS = (
+    "trained_on",
+    "env",
+    "agent",
+    "seed",
+    "final_score",
+    "final_success",
+    "best_score",
+    "steps",
+    "finished",
+    "evaluations",
+    "run_dir",
+)
+
+
+def write_env_scores_csv(runs: list[Run], path: Path, root: Path | None = None) -> None:
+    """``env_scores.csv``: one row per run and env it was evaluated on, with success rates (see
+    :data:`ENV_SCORE_FIELDS`): the training runs with success rates and the zero-shot ones of :func:`transfer_runs`."""
+    rows = [
+        dict(
+            trained_on=r.trained_on or r.env,
+            env=r.env,
+            agent=r.label,
+            seed=r.seed,
+            final_score=_num(r.final_score),
+            final_success=_num(r.final_success),
+            best_score=_num(r.best_score),
+            steps=r.steps,
+            finished=int(r.finished),
+            evaluations=len(r.scores),
+            run_dir=_relative(r, root),
+        )
+        for r in runs
+    ]
+    _write_csv(path, ENV_SCORE_FIELDS, rows)
 
 
 def _num(x: float | None, digits: int = 4) -> str:

@@ -16,13 +16,16 @@ A grid file::
     games:
       - MinAtar/Breakout
       - {env: Pong, timesteps: 2_000_000, seeds: [0]}   # per-game overrides
+      - {env: MiniGrid-Empty-5x5-v0, eval_envs: [MiniGrid-Empty-16x16-v0]}   # also played zero-shot at each evaluation
     workers: 2                       # cells trained at a time (local process pool)
     threads_per_cell: 1              # torch threads of each cell
     device: cpu
     report: {treatment: rim, baseline: lstm}   # also: bootstrap_reps, activity_episodes (5), export_weights (false)
 
 Every key a game entry may override: ``timesteps``, ``seeds``, ``eval_freq``, ``eval_episodes``,
-``checkpoint_freq``, ``n_envs``, ``hp``.
+``checkpoint_freq``, ``n_envs``, ``hp``; and a game entry may list ``eval_envs``: envs with the same observation
+and action spaces that its runs also play zero-shot at each evaluation (``env_evaluations.csv``; not part of a
+run's identity; an env is the evaluation env of one game at most, so the report can name its training env).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from ..rl.envs import resolve_env
 from ..utils.config import as_overrides, check_keys, merge
 
 #: keys a game entry may set, besides ``env``
-GAME_KEYS = ("timesteps", "seeds", "eval_freq", "eval_episodes", "checkpoint_freq", "n_envs", "hp")
+GAME_KEYS = ("timesteps", "seeds", "eval_freq", "eval_episodes", "checkpoint_freq", "n_envs", "hp", "eval_envs")
 
 
 def _fail(source: str, message: str) -> None:
@@ -75,6 +78,22 @@ def _seeds(value: Any, where: str, source: str) -> list[int]:
         return list(value)
     _fail(source, f"seeds in {where} must be a positive count or a non-empty list of integers, got {value!r}")
     return []
+
+
+def _eval_envs(value: Any, env: str, where: str, source: str) -> tuple[str, ...]:
+    """The zero-shot evaluation envs of a game: distinct env names, not the game itself."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+        _fail(source, f"eval_envs in {where} must be a list of env names, got {value!r}")
+    if len(set(value)) != len(value) or env in value:
+        _fail(source, f"eval_envs in {where} must be distinct envs other than {env!r}, got {value!r}")
+    for name in value:
+        try:
+            resolve_env(name)
+        except ValueError as e:
+            _fail(source, f"eval_envs in {where}: {e}")
+    return tuple(value)
 
 
 def _flag(value: Any, name: str, source: str) -> bool:
@@ -130,6 +149,7 @@ class GameSpec:
     :param checkpoint_freq: env steps between checkpoints (``None``: the preset's)
     :param n_envs: parallel envs (``None``: the preset's)
     :param hp: overrides for this game, a nested mapping
+    :param eval_envs: envs played zero-shot at each evaluation (same spaces as ``env``)
     """
 
     env: str
@@ -141,6 +161,7 @@ class GameSpec:
     checkpoint_freq: int | None = None
     n_envs: int | None = None
     hp: dict[str, Any] = field(default_factory=dict)
+    eval_envs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +178,7 @@ class Cell:
         as it is to :func:`rims_rl.rl.config.load_agent` (through ``rims_rl.rl.training.resolve_config`` and
         ``train``) and written to the run's ``cell.yaml``
     :param run_dir: ``<runs_dir>/<game>/<label>-s<seed>``
+    :param eval_envs: envs also played zero-shot at each evaluation (``train``'s ``eval_envs``; not in ``hp``)
     """
 
     label: str
@@ -167,6 +189,7 @@ class Cell:
     n_envs: int | None
     hp: dict[str, Any]
     run_dir: Path
+    eval_envs: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -362,9 +385,14 @@ class GridConfig:
                     timesteps=_positive_int(merged["timesteps"], "timesteps", where, source),
                     seeds=tuple(_seeds(merged["seeds"], where, source)),
                     hp=_hp(entry.get("hp"), where, source),
+                    eval_envs=_eval_envs(entry.get("eval_envs"), env, where, source),
                     **optional,
                 )
             )
+        evaluated = [e for g in out for e in g.eval_envs]
+        repeated = sorted({e for e in evaluated if evaluated.count(e) > 1} | (set(evaluated) & seen))
+        if repeated:
+            _fail(source, f"eval_envs {repeated} are listed for more than one game (or are trained on): one game each")
         return out
 
     def cells(self) -> list[Cell]:
@@ -406,6 +434,7 @@ class GridConfig:
                             game.n_envs,
                             hp,
                             self.runs_dir / game.env.replace("/", "-") / f"{agent.label}-s{seed}",
+                            game.eval_envs,
                         )
                     )
         return cells

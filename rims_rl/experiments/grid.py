@@ -20,8 +20,9 @@ Run directories are read and written through :mod:`rims_rl.utils.run_dir`.
 - Ctrl-C (or SIGTERM to the grid process) asks every running cell to save a checkpoint and stop; run
   the same command again to continue.
 
-Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid, and its overrides as
-one mapping; files written before issue 20 hold them as a list of ``key=value`` strings; both are YAML),
+Extra files a cell writes into its run directory: ``cell.yaml`` (its label in the grid, its overrides as
+one mapping, files written before issue 20 hold them as a list of ``key=value`` strings, both YAML; and its
+zero-shot ``eval_envs`` if any),
 ``timing.json`` and ``train.log`` (the cell's stdout and stderr).
 """
 
@@ -165,10 +166,10 @@ def check_grid(cells: list[Cell]) -> None:
     built = set()
     for cell in cells:
         config = _cell_config(cell)
-        key = (cell.env, yaml.safe_dump(config.to_dict()))
+        key = (cell.env, yaml.safe_dump(config.to_dict()), cell.eval_envs)
         if key not in built:
             try:
-                check_buildable(cell.env, config, cell.seed)
+                check_buildable(cell.env, config, cell.seed, cell.eval_envs)
             except ValueError as e:
                 raise ValueError(f"{cell.name}: {e}") from None
             built.add(key)
@@ -210,6 +211,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
                         "seed": cell.seed,
                         "timesteps": cell.timesteps,
                         "hp": cell.hp,
+                        **({"eval_envs": list(cell.eval_envs)} if cell.eval_envs else {}),
                     },
                     sort_keys=False,
                 ),
@@ -229,6 +231,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int = 1) -> str:
                 resume=run.status() == "partial",
                 progress=False,
                 callbacks=[TimingCallback(cell.run_dir / TIMING_FILE)],
+                eval_envs=list(cell.eval_envs),
             )
             return "trained"
     except RunInUseError:

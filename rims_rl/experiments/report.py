@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from .aggregate import (
     group,
     normalisers,
     relative_improvement,
+    transfer_runs,
+    write_env_scores_csv,
     write_scores_csv,
 )
 from .plots import improvements, plot_curves, plot_relative
@@ -55,10 +58,16 @@ def summary_markdown(
     not_started: list[str] = (),
     agents: list[str] | None = None,
     exports: list[Path] = (),
+    transfers: list[Run] = (),
+    transfer_aggregates: list[Aggregate] = (),
+    env_aggregates: dict[tuple[str, str], Aggregate] | None = None,
 ) -> str:
     """The text of ``summary.md``; ``not_started`` names the grid's cells that have no run yet, ``agents``
     the compared labels (the others are variants, shown per game and against ``treatment``), ``exports``
-    the weights files of :func:`export_weights_per_game`."""
+    the weights files of :func:`export_weights_per_game`; ``transfers`` are the zero-shot evaluations
+    (:func:`~rims_rl.experiments.aggregate.transfer_runs`), ``transfer_aggregates`` their aggregates and
+    ``env_aggregates`` the aggregate of each ``(trained_on, env)`` evaluated with success rates."""
+    env_aggregates = env_aggregates or {}
     finished = [r for r in runs if r.finished]
     grouped = group(runs)
     lines = [f"# Comparison `{name}`", ""]
@@ -198,45 +207,12 @@ def summary_markdown(
         lines.append("")
 
     for agg in aggregates:
-        lines += [
-            f"## Aggregate: {agg.suite}",
-            "",
-            f"{agg.runs_per_game} run(s) per agent on each of {len(agg.games)} game(s) "
-            f"({', '.join(agg.games)}). Normalised final scores; 95% stratified-bootstrap confidence "
-            f"intervals (rliable, Agarwal et al. 2021). IQM: the interquartile mean over all runs × games.",
-            "",
-        ]
-        methods = set(agg.method.values())
-        if "human" in methods:
-            lines.append(
-                "- human-normalised: `(score − random) / (human − random)` ("
-                + ", ".join(g for g, m in agg.method.items() if m == "human")
-                + ")"
-            )
-        if "best" in methods:
-            lines.append(
-                "- `(score − random) / (best − random)`, `best` = the highest final score of any run of the "
-                "game in this comparison: 0 is a random policy, 1 the best run ("
-                + ", ".join(g for g, m in agg.method.items() if m == "best")
-                + ")"
-            )
-        if agg.runs_per_game == 1:
-            lines.append(
-                "- one run per game: the bootstrap has nothing to resample, the intervals collapse to the point"
-            )
-        lines += ["", "| agent | IQM | median | mean |", "|---|---|---|---|"]
-        for label, m in agg.metrics.items():
-            lines.append(f"| {label} | {_ci(m['IQM'])} | {_ci(m['median'])} | {_ci(m['mean'])} |")
-        if agg.improvement:
-            t, b, p, lo, hi = agg.improvement
-            lines += [
-                "",
-                f"Probability of improvement P({t} > {b}) = {p:.3f} [{lo:.3f}, {hi:.3f}] "
-                "(the chance that a run of the first beats a run of the second on a game, averaged over games).",
-            ]
-        if agg.excluded:
-            lines += ["", "Not in the aggregate: " + "; ".join(f"{g} ({why})" for g, why in agg.excluded.items()) + "."]
-        lines.append("")
+        lines += _aggregate_lines(agg, f"## Aggregate: {agg.suite}")
+
+    if transfers or any(r.successes is not None for r in finished):
+        lines += _generalisation_lines(runs, transfers, env_aggregates, treatment, baseline)
+        for agg in transfer_aggregates:
+            lines += _aggregate_lines(agg, f"## Aggregate: zero-shot transfer, {agg.suite}")
 
     unfinished = [r for r in runs if not r.finished]
     if unfinished:
@@ -261,6 +237,10 @@ def summary_markdown(
     ]
     if treatment and baseline:
         lines.append("- `relative.png`: the per-game relative improvement above")
+    if transfers or any(r.successes is not None for r in runs):
+        lines.append("- `env_scores.csv`: one row per run and env it was evaluated on (final return and success rate)")
+    if transfers:
+        lines.append("- `transfer_curves.png`: the zero-shot evaluation envs' returns against training env steps")
     for path in exports:
         lines.append(
             f"- `weights/{path.name}`: weights-only export of that run (float16), "
@@ -268,6 +248,90 @@ def summary_markdown(
         )
     lines.append("")
     return "\n".join(lines)
+
+
+#: how each normalisation method of :class:`~rims_rl.experiments.aggregate.Normaliser` is described
+NORMALISATIONS = {
+    "human": "human-normalised: `(score − random) / (human − random)`",
+    "best": "`(score − random) / (best − random)`, `best` = the highest final score of any run of the "
+    "game in this comparison: 0 is a random policy, 1 the best run",
+    "raw": "MiniGrid returns as they are: 0 on failure, `1 − 0.9 × steps / max_steps` on success",
+}
+
+
+def _aggregate_lines(agg: Aggregate, title: str) -> list[str]:
+    """One aggregate as markdown: how its scores are normalised, IQM/median/mean with CIs, P(treatment > baseline)."""
+    lines = [
+        title,
+        "",
+        f"{agg.runs_per_game} run(s) per agent on each of {len(agg.games)} game(s) "
+        f"({', '.join(agg.games)}). Normalised final scores; 95% stratified-bootstrap confidence "
+        f"intervals (rliable, Agarwal et al. 2021). IQM: the interquartile mean over all runs × games.",
+        "",
+    ]
+    for method, text in NORMALISATIONS.items():
+        games = [g for g, m in agg.method.items() if m == method]
+        if games:
+            lines.append(f"- {text} ({', '.join(games)})")
+    if agg.runs_per_game == 1:
+        lines.append("- one run per game: the bootstrap has nothing to resample, the intervals collapse to the point")
+    lines += ["", "| agent | IQM | median | mean |", "|---|---|---|---|"]
+    for label, m in agg.metrics.items():
+        lines.append(f"| {label} | {_ci(m['IQM'])} | {_ci(m['median'])} | {_ci(m['mean'])} |")
+    if agg.improvement:
+        t, b, p, lo, hi = agg.improvement
+        lines += [
+            "",
+            f"Probability of improvement P({t} > {b}) = {p:.3f} [{lo:.3f}, {hi:.3f}] "
+            "(the chance that a run of the first beats a run of the second on a game, averaged over games).",
+        ]
+    if agg.excluded:
+        lines += ["", "Not in the aggregate: " + "; ".join(f"{g} ({why})" for g, why in agg.excluded.items()) + "."]
+    lines.append("")
+    return lines
+
+
+def _generalisation_lines(
+    runs: list[Run],
+    transfers: list[Run],
+    env_aggregates: dict[tuple[str, str], Aggregate],
+    treatment: str | None,
+    baseline: str | None,
+) -> list[str]:
+    """Success rates and returns of every env a run was evaluated on, its training env and the zero-shot ones,
+    with each env's IQM of final returns and P(treatment > baseline) (``env_aggregates``, keyed by
+    ``(trained_on, env)``)."""
+    lines = [
+        "## Training and zero-shot evaluation envs",
+        "",
+        "Each run is evaluated on its training env and, zero-shot, on the evaluation envs its game lists, with the "
+        "same episodes per evaluation (`env_scores.csv`, `transfer_curves.png`). *success*: the share of episodes "
+        "with a positive return; both figures are final ones (mean of the evaluations in the last 10% of training), "
+        "mean ± std over seeds. *IQM*: of the runs' final returns with its 95% stratified-bootstrap CI"
+        + (f"; P({treatment} > {baseline}) with its CI" if treatment and baseline else "")
+        + ".",
+        "",
+        "| trained on | evaluated on | agent | runs | success | return | IQM | P |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    pairs = defaultdict(lambda: defaultdict(list))
+    for r in [r for r in runs if r.successes is not None] + list(transfers):
+        if r.finished:
+            pairs[(r.trained_on or r.env, r.env)][r.label].append(r)
+    for (trained_on, env), by_label in sorted(pairs.items(), key=lambda kv: (kv[0][0], kv[0][0] != kv[0][1], kv[0][1])):
+        agg = env_aggregates.get((trained_on, env))
+        for label, rs in sorted(by_label.items()):
+            iqm = _ci(agg.metrics[label]["IQM"]) if agg and label in agg.metrics else "–"
+            improvement = "–"
+            if agg and agg.improvement and label == agg.improvement[0]:
+                improvement = f"{agg.improvement[2]:.3f} [{agg.improvement[3]:.3f}, {agg.improvement[4]:.3f}]"
+            shown = env if env != trained_on else f"{env} (training env)"
+            lines.append(
+                f"| {trained_on} | {shown} | {label} | {len(rs)} | {_pm([r.final_success for r in rs])} "
+                f"| {_pm([r.final_score for r in rs])} | {iqm} | {improvement} |"
+            )
+    lines.append("")
+    return lines
 
 
 def _welch(a: list[float], b: list[float]) -> str:
@@ -374,6 +438,28 @@ def write_report(
     if treatment and baseline and improvements(runs, norms, treatment, baseline):
         files["relative.png"] = plot_relative(runs, out_dir / "relative.png", norms, treatment, baseline)
     aggregates = aggregate(runs, norms, treatment, baseline, reps, agents=agents) if labels else []
+    transfers = transfer_runs(runs)
+    evaluated = [r for r in runs if r.successes is not None] + transfers
+    transfer_aggregates, env_aggregates = [], {}
+    if evaluated:
+        files["env_scores.csv"] = out_dir / "env_scores.csv"
+        write_env_scores_csv(evaluated, files["env_scores.csv"], root=runs_dir.parent)
+        all_norms = {**norms, **normalisers(transfers, refs)}
+        for pair in sorted({(r.trained_on or r.env, r.env) for r in evaluated if r.finished}):
+            found = aggregate(
+                [r for r in evaluated if (r.trained_on or r.env, r.env) == pair],
+                all_norms,
+                treatment,
+                baseline,
+                reps,
+                agents=agents,
+            )
+            if found:
+                env_aggregates[pair] = found[0]
+    if transfers:
+        files["transfer_curves.png"] = plot_curves(transfers, out_dir / "transfer_curves.png", all_norms)
+        if labels:
+            transfer_aggregates = aggregate(transfers, all_norms, treatment, baseline, reps, agents=agents)
     shown = os.path.relpath(runs_dir) if runs_dir.resolve().is_relative_to(Path.cwd()) else str(runs_dir)
     files["summary.md"].write_text(
         summary_markdown(
@@ -388,6 +474,9 @@ def write_report(
             not_started,
             agents,
             [p.relative_to(Path.cwd()) if p.resolve().is_relative_to(Path.cwd()) else p for p in exports],
+            transfers,
+            transfer_aggregates,
+            env_aggregates,
         )
     )
     files.update({p.name: p for p in exports})

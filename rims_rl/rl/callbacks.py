@@ -95,15 +95,31 @@ class RawScoreEvalCallback(BaseCallback):
     evaluation at the end, which comes after ``learn``'s last log dump, is written to the logger's outputs
     at once).
 
+    With ``env_name`` (MiniGrid runs, runs with evaluation envs) each evaluation also appends a row per env to
+    ``env_evaluations.csv``, with the success rate (episodes with a positive return): the training env's, then
+    each env of ``extra_envs`` played zero-shot with as many episodes, recorded as ``eval/<env>/mean_reward``
+    and ``eval/<env>/success_rate``.
+
     :param eval_env: the evaluation env (no reward clipping, no episodic life)
     :param n_episodes: games per evaluation
     :param run: the run directory whose ``evaluations.csv`` gets the rows
     :param deterministic: greedy actions
+    :param env_name: the training env's name in ``env_evaluations.csv`` (``None``: no such rows)
+    :param extra_envs: zero-shot evaluation envs by name (their spaces those of ``eval_env``)
     """
 
-    def __init__(self, eval_env: VecEnv, n_episodes: int, run: RunDir, deterministic: bool = False):
+    def __init__(
+        self,
+        eval_env: VecEnv,
+        n_episodes: int,
+        run: RunDir,
+        deterministic: bool = False,
+        env_name: str | None = None,
+        extra_envs: dict[str, VecEnv] | None = None,
+    ):
         super().__init__()
         self.eval_env, self.n_episodes, self.run, self.deterministic = eval_env, n_episodes, run, deterministic
+        self.env_name, self.extra_envs = env_name, dict(extra_envs or {})
         self.last_eval_step = -1
         self.last_score: float | None = None
 
@@ -144,8 +160,43 @@ class RawScoreEvalCallback(BaseCallback):
         self.run.append_evaluation(row)
         self.logger.record("eval/mean_reward", row["mean_score"])
         self.logger.record("eval/mean_ep_length", row["mean_length"])
+        if self.env_name is not None:
+            self.run.append_env_evaluation(_env_row(self.env_name, step, scores, lengths))
+            self.logger.record("eval/success_rate", success_rate(scores))
+            for name, env in self.extra_envs.items():
+                extra = _env_row(name, step, *self._play(env))
+                self.run.append_env_evaluation(extra)
+                self.logger.record(f"eval/{name}/mean_reward", extra["mean_score"])
+                self.logger.record(f"eval/{name}/success_rate", extra["success_rate"])
         self.last_eval_step, self.last_score = step, row["mean_score"]
         return row["mean_score"]
+
+    def _play(self, env: VecEnv) -> tuple[list[float], list[int]]:
+        return evaluate_policy(
+            self.model, env, self.n_episodes, self.deterministic, return_episode_rewards=True, warn=False
+        )
+
+
+def success_rate(scores: list[float] | np.ndarray) -> float:
+    """The share of episodes with a positive return: MiniGrid's success (its reward is positive only at the goal).
+
+    :param scores: episode returns ``[N]``, ``N >= 1``
+    """
+    return float(np.mean(np.asarray(scores, dtype=float) > 0))
+
+
+def _env_row(env: str, step: int, scores: list[float], lengths: list[int]) -> dict[str, Any]:
+    """A row of ``env_evaluations.csv`` (:data:`rims_rl.utils.run_dir.ENV_EVALUATION_FIELDS`)."""
+    return dict(
+        env=env,
+        timesteps=step,
+        mean_score=float(np.mean(scores)),
+        std_score=float(np.std(scores)),
+        success_rate=success_rate(scores),
+        mean_length=float(np.mean(lengths)),
+        episodes=len(scores),
+        wall_time=round(time.time(), 3),
+    )
 
 
 class MechanismHeatmapCallback(BaseCallback):

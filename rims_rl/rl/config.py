@@ -108,7 +108,7 @@ def schedule(value: float | str, name: str = "value") -> float | Callable[[float
 
 
 def load_agent(agent: str, env_kind: str, overrides: list[str] | dict[str, Any] | None = None) -> AgentConfig:
-    """The preset of ``agent`` for ``env_kind`` (``"atari"`` or ``"minatar"``), with overrides.
+    """The preset of ``agent`` for ``env_kind`` (``"atari"``, ``"minatar"`` or ``"minigrid"``), with overrides.
 
     :param agent: a key of :data:`AGENTS`
     :param env_kind: the preset's section

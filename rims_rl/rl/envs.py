@@ -1,4 +1,5 @@
-"""Atari and MinAtar environments as Stable-Baselines3 vector envs.
+"""Atari, MinAtar and MiniGrid environments as Stable-Baselines3 vector envs, from one factory
+(:func:`make_atari_env`).
 
 Atari, DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018 for the evaluation protocol):
 noop reset (up to 30), fire on reset, frame skip 4 with a max-pool over the last two frames, 84x84
@@ -15,6 +16,13 @@ games (not clipped, not per life), so ``rollout/ep_rew_mean`` reads like a paper
 
 MinAtar (Young & Tian 2019, the ``minatar`` package): ``MinAtar/Breakout`` etc. as ``[C, 10, 10]``
 uint8 observations in {0, 1}, sticky actions 0.1, the minimal action set.
+
+MiniGrid and BabyAI (Chevalier-Boisvert et al. 2023, the ``minigrid`` package; any registered
+``MiniGrid-*``/``BabyAI-*`` id, and this project's ``RIMs-*`` tasks, :mod:`rims_rl.rl.minigrid_envs`): the
+standard partially observed 7x7 symbolic view (``minigrid.wrappers.ImgObsWrapper``: object, colour and state
+indices per cell; BabyAI's mission text is dropped), channel first through SB3's ``VecTransposeImage``:
+observations ``[n_envs, 3, 7, 7]`` uint8, 7 actions. Rewards are MiniGrid's: ``1 - 0.9 * steps / max_steps``
+on success, else 0.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 MINATAR_GAMES = {
@@ -49,16 +57,39 @@ def atari_games() -> dict[str, str]:
     return {_camel(rom): rom for rom in roms.get_all_rom_ids()}
 
 
+#: prefixes of the gymnasium ids resolved as MiniGrid envs
+MINIGRID_PREFIXES = ("MiniGrid-", "BabyAI-", "RIMs-")
+
+
+def minigrid_ids() -> list[str]:
+    """Every registered MiniGrid, BabyAI and ``RIMs-*`` gymnasium id (importing ``minigrid`` registers them)."""
+    import minigrid  # noqa: F401 -- registers MiniGrid-* and BabyAI-*
+
+    from .minigrid_envs import register_envs
+
+    register_envs()
+    return [env_id for env_id in gym.registry if env_id.startswith(MINIGRID_PREFIXES)]
+
+
 def resolve_env(name: str) -> tuple[str, str]:
-    """Map a user's env name to ``("atari", rom_id)`` or ``("minatar", game)``.
+    """Map a user's env name to ``("atari", rom_id)``, ``("minatar", game)`` or ``("minigrid", gym_id)``.
 
     Accepts short names (``Pong``, ``pong``, ``space_invaders``), ALE ids (``ALE/Pong-v5``,
-    ``PongNoFrameskip-v4``) and MinAtar names (``MinAtar/Breakout``, ``MinAtar/Breakout-v1``).
+    ``PongNoFrameskip-v4``), MinAtar names (``MinAtar/Breakout``, ``MinAtar/Breakout-v1``) and registered
+    MiniGrid / BabyAI ids (``MiniGrid-MultiRoom-N2-S4-v0``, ``BabyAI-GoToRedBall-v0``,
+    ``RIMs-PickupDistractors-Train-v0``).
 
     :raises ValueError: unknown name, listing close matches
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"env must be a non-empty string, got {name!r}")
+    if name.startswith(MINIGRID_PREFIXES):
+        ids = minigrid_ids()
+        if name in ids:
+            return "minigrid", name
+        close = difflib.get_close_matches(name, ids, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see rims_rl.rl.envs.minigrid_ids()"
+        raise ValueError(f"unknown MiniGrid env {name!r}{hint}")
     if name.lower().startswith("minatar/"):
         game = re.sub(r"-v\d+$", "", name.split("/", 1)[1])
         for short, internal in MINATAR_GAMES.items():
@@ -249,6 +280,44 @@ def make_minatar_env(game: str, n_envs: int = 8, seed: int | None = None, **env_
     return make_vec_env(lambda: MinAtarEnv(internal, **env_kwargs), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
 
 
+def check_same_spaces(
+    env: str, venv: VecEnv, reference: str, observation_space: gym.Space, action_space: gym.Space
+) -> None:
+    """An agent of ``reference`` can play ``env`` zero-shot only if both have the same observation and action spaces.
+
+    :param env: the name of the env to play
+    :param venv: that env
+    :param reference: the agent's env (or its run), named in the error
+    :param observation_space: the agent's observation space
+    :param action_space: the agent's action space
+    :raises ValueError: the spaces differ, naming both
+    """
+    if venv.observation_space != observation_space or venv.action_space != action_space:
+        raise ValueError(
+            f"cannot play {env} with an agent of {reference}: {env} has observations {venv.observation_space} "
+            f"and actions {venv.action_space}, the agent {observation_space} and {action_space}"
+        )
+
+
+def make_minigrid_env(env_id: str, n_envs: int = 8, seed: int | None = None) -> VecEnv:
+    """``n_envs`` copies of a MiniGrid / BabyAI env in a ``DummyVecEnv``: SB3's ``Monitor`` (raw episode
+    returns), ``minigrid.wrappers.ImgObsWrapper`` (the 7x7x3 partial view alone) and SB3's ``VecTransposeImage``.
+
+    :param env_id: a registered id accepted by :func:`resolve_env` (``"MiniGrid-DoorKey-5x5-v0"``)
+    :param n_envs: number of environments
+    :param seed: env ``i`` gets ``seed + i`` at its first reset (later episodes draw new layouts)
+    :return: observations ``[n_envs, 3, 7, 7]`` uint8 (object, colour, state indices), ``Discrete(7)`` actions
+    """
+    from minigrid.wrappers import ImgObsWrapper
+    from stable_baselines3.common.env_util import make_vec_env
+
+    kind, env_id = resolve_env(env_id)
+    if kind != "minigrid":
+        raise ValueError(f"{env_id!r} is not a MiniGrid env; known: rims_rl.rl.envs.minigrid_ids()")
+    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=ImgObsWrapper, vec_env_cls=DummyVecEnv)
+    return VecTransposeImage(venv)
+
+
 def make_atari_env(
     env: str,
     n_envs: int = 8,
@@ -259,11 +328,12 @@ def make_atari_env(
     backend: str = "ale",
     **kwargs,
 ) -> VecEnv:
-    """An Atari (or MinAtar) game as an SB3 vector env, DeepMind preprocessing.
+    """An Atari game as an SB3 vector env, DeepMind preprocessing; or a MinAtar game or a MiniGrid env.
 
-    :param env: ``"Pong"``, ``"BeamRider"``, ``"ALE/Pong-v5"``, ``"PongNoFrameskip-v4"``, or a MinAtar
-        name such as ``"MinAtar/Breakout"`` (then ``frame_stack``, ``clip_reward``, ``episodic_life``
-        and ``backend`` do not apply)
+    :param env: ``"Pong"``, ``"BeamRider"``, ``"ALE/Pong-v5"``, ``"PongNoFrameskip-v4"``, a MinAtar
+        name such as ``"MinAtar/Breakout"`` or a MiniGrid / BabyAI id such as ``"MiniGrid-DoorKey-5x5-v0"``
+        (for those two ``frame_stack``, ``clip_reward``, ``episodic_life`` and ``backend`` do not apply;
+        see :func:`make_minatar_env`, :func:`make_minigrid_env`)
     :param n_envs: number of parallel environments
     :param seed: env ``i`` gets ``seed + i``
     :param frame_stack: 1 for recurrent agents, 4 for feedforward ones
@@ -278,6 +348,8 @@ def make_atari_env(
         raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
     if kind == "minatar":
         return make_minatar_env(game, n_envs, seed)
+    if kind == "minigrid":
+        return make_minigrid_env(game, n_envs, seed)
     if not isinstance(frame_stack, int) or frame_stack < 1:
         raise ValueError(f"frame_stack must be a positive integer, got {frame_stack!r}")
     if backend == "ale":

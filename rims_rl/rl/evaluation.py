@@ -12,7 +12,9 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from ..utils.run_dir import ACTIVITY_FILE, CONFIG_FILE, RunDir, atomic_write_text, check_writable
+from .callbacks import success_rate
 from .config import AgentConfig
+from .envs import check_same_spaces, resolve_env
 from .training import ALGOS, WEIGHTS_FORMAT, build_env, build_model
 
 
@@ -66,10 +68,16 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[BaseAlgorithm, 
     return algo.load(path, device=device), run
 
 
-def _game_image(obs: np.ndarray, height: int) -> np.ndarray:
-    """One observation as an RGB image of the given height: Atari ``[stack, 84, 84]`` (the newest frame)
-    or MinAtar ``[C, 10, 10]`` (one colour per channel)."""
-    if obs.shape[0] <= 4 and obs.shape[-1] == 84:  # Atari, channel first
+def _game_image(obs: np.ndarray, height: int, kind: str = "atari") -> np.ndarray:
+    """One observation as an RGB image of the given height: Atari ``[stack, 84, 84]`` (the newest frame),
+    MinAtar ``[C, 10, 10]`` (one colour per channel) or MiniGrid's view ``[3, 7, 7]`` (drawn by MiniGrid,
+    the agent at the bottom centre facing up)."""
+    if kind == "minigrid":
+        from minigrid.core.grid import Grid
+
+        grid, visible = Grid.decode(obs.transpose(1, 2, 0))  # [x, y, 3], as MiniGrid encodes it
+        img = grid.render(32, agent_pos=(grid.width // 2, grid.height - 1), agent_dir=3, highlight_mask=visible)
+    elif obs.shape[0] <= 4 and obs.shape[-1] == 84:  # Atari, channel first
         img = np.repeat(obs[-1][..., None], 3, axis=-1)
     else:  # MinAtar channels
         import matplotlib
@@ -109,8 +117,9 @@ def evaluate(
     video: str | Path | None = None,
     max_steps: int = 200_000,
     still: str | Path | None = None,
+    env: str | None = None,
 ) -> dict[str, Any]:
-    """Play whole games with raw rewards (no clipping, no episodic life).
+    """Play whole games with raw rewards (no clipping, no episodic life), on the run's env or zero-shot on another.
 
     :param model: the trained agent (recurrent state handled as ``predict`` does)
     :param run: its run config (``env``, ``hyperparameters``)
@@ -121,16 +130,27 @@ def evaluate(
         writing before any game is played
     :param max_steps: stop after this many steps in all (a safety net)
     :param still: write the last frame of the first game (game | active mechanisms strip) here as a PNG
-    :return: ``scores``, ``lengths`` and their mean/std/min/max; ``activation_frequency`` per mechanism
-        for RIM agents
+    :param env: play this env instead of the run's (zero-shot: ``MiniGrid-MultiRoom-N4-S5-v1`` for an agent
+        trained on ``MiniGrid-MultiRoom-N2-S4-v0``); it must have the agent's observation and action spaces
+    :return: ``env`` (the env played), ``trained_on``, ``scores``, ``lengths`` and their mean/std/min/max;
+        ``success_rate`` (share of episodes with a positive return) on MiniGrid; ``activation_frequency`` per
+        mechanism for RIM agents
+    :raises ValueError: bad ``episodes``, an unknown ``env``, or one whose spaces differ from the agent's (naming both)
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    played = run["env"] if env is None else env
+    kind, _ = resolve_env(played)
     for path in (video, still):
         if path is not None:
             check_writable(path)  # before the games are played, not after
     config = AgentConfig.from_dict(run["hyperparameters"])
-    env = build_env(run["env"], config, 1, seed, evaluation=True)
+    env = build_env(played, config, 1, seed, evaluation=True)
+    try:
+        check_same_spaces(played, env, f"{run['env']} ({run['agent']})", model.observation_space, model.action_space)
+    except ValueError:
+        env.close()
+        raise
     core = getattr(model.policy, "lstm_actor", None)
     writer = None
     if video is not None:
@@ -147,7 +167,7 @@ def evaluate(
             if active is not None:
                 history.append(active[-1, 0].cpu().numpy().copy())
             if (writer is not None or still is not None) and not scores:
-                game = _game_image(obs[0], 252)
+                game = _game_image(obs[0], 252, kind)
                 parts = [game] if not history else [game, np.full((252, 8, 3), 30, np.uint8), _strip(history, 252)]
                 frame = np.concatenate(parts, axis=1)
                 if writer is not None:
@@ -170,7 +190,8 @@ def evaluate(
 
         imageio.imwrite(str(still), frame)
     result: dict[str, Any] = {
-        "env": run["env"],
+        "env": played,
+        "trained_on": run["env"],
         "agent": run["agent"],
         "episodes": len(scores),
         "deterministic": deterministic,
@@ -182,6 +203,8 @@ def evaluate(
         "scores": scores,
         "lengths": lengths,
     }
+    if kind == "minigrid":
+        result["success_rate"] = success_rate(scores)
     if history:
         result["activation_frequency"] = [round(float(f), 4) for f in np.mean(history, axis=0)]
     if video is not None:

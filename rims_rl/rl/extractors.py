@@ -1,4 +1,5 @@
-"""Features extractor that keeps the image's positions as separate input elements for the RIM."""
+"""Features extractors: the image's positions as separate input elements for the RIM (:class:`SpatialNatureCNN`),
+the MinAtar baseline's network (:class:`MinAtarCNN`) and the MiniGrid starter agents' (:class:`MiniGridCNN`)."""
 
 from __future__ import annotations
 
@@ -59,4 +60,42 @@ class MinAtarCNN(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """:param observations: [B, C, 10, 10] :return: [B, features_dim]"""
+        return self.linear(self.cnn(observations.float()))
+
+
+class MiniGridCNN(BaseFeaturesExtractor):
+    """The image embedding of the MiniGrid starter agents (``rl-starter-files``' ``ACModel``, also the RIM
+    MiniGrid experiments of dido1998/Recurrent-Independent-Mechanisms): 2x2 convolutions with 16, 32 and 64
+    channels and a 2x2 max-pool after the first, on the symbolic 7x7 view, flattened (64 features for 7x7).
+    The observations are object, colour and state indices, used as they are (no scaling: pass
+    ``normalize_images=False`` to the policy, as the presets do).
+
+    :param observation_space: ``[3, H, W]`` channel first (``[3, 7, 7]``: :func:`rims_rl.rl.envs.make_minigrid_env`)
+    :param features_dim: a dense layer (with ReLU) to this size after the convolutions; ``None`` = none, the
+        flattened convolutions are the features (as the starter agents)
+    :raises ValueError: a view smaller than 5x5 (the convolutions would leave nothing)
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int | None = None):
+        channels, height, width = observation_space.shape
+        if min(height, width) < 5:
+            raise ValueError(f"MiniGridCNN needs a view of at least 5x5, got {height}x{width}")
+        cnn = nn.Sequential(
+            nn.Conv2d(channels, 16, kernel_size=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=2),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flatten = cnn(torch.zeros(1, *observation_space.shape)).shape[1]
+        super().__init__(observation_space, features_dim or n_flatten)
+        self.cnn = cnn
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU()) if features_dim else nn.Identity()
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """:param observations: [B, 3, H, W] indices :return: [B, features_dim]"""
         return self.linear(self.cnn(observations.float()))

@@ -35,13 +35,18 @@ from .callbacks import (
     RawScoreEvalCallback,
 )
 from .config import AgentConfig, load_agent, schedule
-from .envs import make_atari_env, resolve_env
-from .extractors import MinAtarCNN, SpatialNatureCNN
+from .envs import check_same_spaces, make_atari_env, resolve_env
+from .extractors import MinAtarCNN, MiniGridCNN, SpatialNatureCNN
 from .policies import parameter_counts
 from .ppo import RimPPO
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"rim_ppo": RimPPO, "ppo": PPO}
-EXTRACTORS = {"NatureCNN": NatureCNN, "MinAtarCNN": MinAtarCNN, "SpatialNatureCNN": SpatialNatureCNN}
+EXTRACTORS = {
+    "NatureCNN": NatureCNN,
+    "MinAtarCNN": MinAtarCNN,
+    "MiniGridCNN": MiniGridCNN,
+    "SpatialNatureCNN": SpatialNatureCNN,
+}
 WEIGHTS_FORMAT = "rims_rl.weights/1"
 
 
@@ -132,14 +137,21 @@ def run_config(env: str, agent: str, seed: int, config: AgentConfig) -> dict[str
     return {"env": env, "agent": agent, "seed": seed, "hyperparameters": config.to_dict()}
 
 
-def check_buildable(env: str, config: AgentConfig, seed: int = 0) -> dict[str, int]:
-    """Build the run's env and model once on the CPU, as ``train`` would, and drop them.
+def check_buildable(env: str, config: AgentConfig, seed: int = 0, eval_envs: tuple[str, ...] = ()) -> dict[str, int]:
+    """Build the run's env and model once on the CPU, as ``train`` would, and drop them; and each of
+    ``eval_envs``, checking that it has the env's observation and action spaces.
 
     :return: the policy's parameter counts (:func:`~rims_rl.rl.policies.parameter_counts`)
-    :raises ValueError: a value the env, the algorithm or the policy refuses
+    :raises ValueError: a value the env, the algorithm or the policy refuses; an evaluation env of other spaces
     """
     venv = build_env(env, config, config.n_envs, seed)
     try:
+        for name in eval_envs:
+            other = build_env(name, config, 1, seed, evaluation=True)
+            try:
+                check_same_spaces(name, other, env, venv.observation_space, venv.action_space)
+            finally:
+                other.close()
         return parameter_counts(build_model(config, venv, seed, "cpu").policy)
     finally:
         venv.close()
@@ -198,9 +210,12 @@ def _learn(
     progress: bool,
     callbacks: list[BaseCallback],
     log: Callable[[str], None],
+    extra_envs: dict[str, VecEnv] | None = None,
 ) -> None:
     """Train ``model`` to ``config.n_timesteps`` in ``run`` (whose lock is held), after dropping what a
-    killed run logged beyond the model's step, then save the final model, its weights and ``done.json``."""
+    killed run logged beyond the model's step, then save the final model, its weights and ``done.json``.
+    ``extra_envs`` (zero-shot evaluation envs by name) are evaluated with the training env; a MiniGrid run or
+    one with such envs writes ``env_evaluations.csv`` (success rates)."""
     step = model.num_timesteps
     dropped = run.truncate_evaluations(step)
     if dropped:
@@ -210,7 +225,10 @@ def _learn(
     # a fresh run's file starts at step 0 (nothing to hide); a resumed one hides its predecessor's steps > step
     model.set_logger(Logger(str(tb), [_PurgingTensorBoardOutputFormat(tb, step + 1 if step else 0)]))
     checkpointer = AtomicCheckpointCallback(run)
-    evaluator = RawScoreEvalCallback(eval_env, config.eval_episodes, run)
+    per_env = bool(extra_envs) or resolve_env(run_info["env"])[0] == "minigrid"
+    evaluator = RawScoreEvalCallback(
+        eval_env, config.eval_episodes, run, env_name=run_info["env"] if per_env else None, extra_envs=extra_envs
+    )
     run_callbacks = [
         EveryNTimestepsAligned(config.checkpoint_freq, checkpointer),
         EveryNTimestepsAligned(config.eval_freq, evaluator),  # and once at the end
@@ -305,8 +323,9 @@ def train(
     progress: bool = True,
     callbacks: list[BaseCallback] | None = None,
     log: Callable[[str], None] = _stderr,
+    eval_envs: list[str] | None = None,
 ) -> Path:
-    """Train an agent on an Atari or MinAtar game, writing everything to one run directory.
+    """Train an agent on an Atari or MinAtar game or a MiniGrid env, writing everything to one run directory.
 
     Nothing is written before the whole run has been checked: the config resolved, the envs and the
     model built, the output folders probed. The run trains while holding its directory's lock.
@@ -328,11 +347,16 @@ def train(
     :param progress: show a progress bar
     :param callbacks: extra SB3 callbacks, run after the run's own (e.g. the grid runner's timing record)
     :param log: where one-line notes go (fallbacks, dropped rows, nothing to do); default stderr
+    :param eval_envs: envs the agent also plays zero-shot at each evaluation (same observation and action spaces
+        as ``env``; rows in ``env_evaluations.csv``); recorded in ``config.yaml`` as ``eval_envs``, outside the
+        run's identity (default: none; on resume, the saved ones)
     :return: the run directory
     :raises ValueError, FileNotFoundError, FileExistsError: bad input, with a one-line message
         (:class:`~rims_rl.utils.run_dir.RunInUseError`: another process trains the run)
     """
     resolve_env(env)
+    for name in eval_envs or []:
+        resolve_env(name)
     run = (
         run_dir
         if isinstance(run_dir, RunDir)
@@ -366,17 +390,27 @@ def train(
                 return run.path
             finished = run.status() == "finished"
             info = {**saved, **run_config(env, agent, seed, config)}
+            eval_envs = saved.get("eval_envs", []) if eval_envs is None else eval_envs
         else:
             if run.status() != "new":
                 raise FileExistsError(f"run directory {run} already holds a run: pass --resume, or another --run-dir")
             config = resolve_config(env, agent, hp, total_timesteps, n_envs)
             seed = 0 if seed is None else seed
             info = {**run_config(env, agent, seed, config), "parameters": None, "command": shlex.join(sys.argv)}
+        if eval_envs:  # outside the identity (IDENTITY_KEYS): more evaluation envs do not change the run
+            info["eval_envs"] = list(eval_envs)
+        else:
+            info.pop("eval_envs", None)
 
         venv = build_env(env, config, config.n_envs, seed)
         stack.callback(venv.close)
         eval_env = build_env(env, config, min(config.eval_episodes, config.n_envs), seed + 10_000, evaluation=True)
         stack.callback(eval_env.close)
+        extra_envs = {}
+        for name in eval_envs or []:
+            extra_envs[name] = build_env(name, config, min(config.eval_episodes, config.n_envs), seed + 20_000, True)
+            stack.callback(extra_envs[name].close)
+            check_same_spaces(name, extra_envs[name], env, venv.observation_space, venv.action_space)
         algo = ALGOS[config.algo]
         model = _load_newest(run, algo, venv, device, log) if resume else None
         if resume and model is None:
@@ -399,5 +433,6 @@ def train(
             check_writable(folder, folder=True)
         if not resume or info != saved:  # a resume records a new total or the parameter counts
             run.write_config(info)
-        _learn(run, model, config, eval_env, info, resume and model.num_timesteps > 0, progress, callbacks or [], log)
+        resumed = resume and model.num_timesteps > 0
+        _learn(run, model, config, eval_env, info, resumed, progress, callbacks or [], log, extra_envs)
     return run.path

@@ -11,6 +11,9 @@ Layout of a reinforcement-learning run (``rims_rl.rl.training.train``)::
                            killed predecessor logged after the checkpoint it resumes from
     checkpoints/           model_<steps>_steps.zip, written atomically (other files there are ignored)
     evaluations.csv        raw-score evaluations (:data:`EVALUATION_FIELDS`), one row per evaluated step
+    env_evaluations.csv    MiniGrid runs and runs with evaluation envs: one row per evaluated step and env (the
+                           training env and each zero-shot evaluation env), with the success rate
+                           (:data:`ENV_EVALUATION_FIELDS`)
     final_model.zip        SB3 zip (unpickles code: load only files you trust)
     final_weights.pt       weights-only export, readable with ``torch.load(..., weights_only=True)``
     done.json              written last: the run trained to its end (kept when the model files are not)
@@ -56,12 +59,25 @@ CELL_FILE = "cell.yaml"
 TIMING_FILE = "timing.json"
 LOG_FILE = "train.log"
 ACTIVITY_FILE = "activations.json"
+ENV_EVALUATIONS_FILE = "env_evaluations.csv"
 EVALUATION_FIELDS = (
     "timesteps",
     "mean_score",
     "std_score",
     "min_score",
     "max_score",
+    "mean_length",
+    "episodes",
+    "wall_time",
+)
+#: the columns of ``env_evaluations.csv``: the evaluated env (the training env or a zero-shot one), and the share
+#: of episodes with a positive return (MiniGrid's success) beside the raw score
+ENV_EVALUATION_FIELDS = (
+    "env",
+    "timesteps",
+    "mean_score",
+    "std_score",
+    "success_rate",
     "mean_length",
     "episodes",
     "wall_time",
@@ -348,33 +364,50 @@ class RunDir:
         return [(steps, p) for steps, _, p in sorted(found, reverse=True)]
 
     # -- evaluation log -------------------------------------------------------------------------
-    def read_evaluations(self) -> list[dict[str, str]]:
-        if not self.evaluations_path.is_file():
+    @property
+    def env_evaluations_path(self) -> Path:
+        return self.path / ENV_EVALUATIONS_FILE
+
+    def read_evaluations(self, path: Path | None = None) -> list[dict[str, str]]:
+        """The rows of ``evaluations.csv`` (or of ``path``, e.g. :attr:`env_evaluations_path`)."""
+        path = path or self.evaluations_path
+        if not path.is_file():
             return []
-        with open(self.evaluations_path, newline="") as f:
+        with open(path, newline="") as f:
             return list(csv.DictReader(f))
 
     def append_evaluation(self, row: dict[str, Any]) -> None:
         """Append a row (:data:`EVALUATION_FIELDS`) to ``evaluations.csv``, writing its header first if new."""
-        new = not self.evaluations_path.exists()
-        with open(self.evaluations_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVALUATION_FIELDS)
+        self._append(self.evaluations_path, EVALUATION_FIELDS, row)
+
+    def append_env_evaluation(self, row: dict[str, Any]) -> None:
+        """Append a row (:data:`ENV_EVALUATION_FIELDS`) to ``env_evaluations.csv``, writing its header first if new."""
+        self._append(self.env_evaluations_path, ENV_EVALUATION_FIELDS, row)
+
+    @staticmethod
+    def _append(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
             if new:
                 writer.writeheader()
             writer.writerow(row)
 
     def truncate_evaluations(self, step: int) -> int:
-        """Drop the rows of ``evaluations.csv`` after ``step`` (those a killed run wrote after the
-        checkpoint being resumed), atomically.
+        """Drop the rows of ``evaluations.csv`` (and of ``env_evaluations.csv``) after ``step`` (those a killed
+        run wrote after the checkpoint being resumed), atomically.
 
-        :return: the number of rows dropped
+        :return: the number of rows dropped from ``evaluations.csv``
         """
-        rows = self.read_evaluations()
-        kept = [r for r in rows if int(r["timesteps"]) <= step]
-        if len(kept) < len(rows):
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(kept)
-            atomic_write_text(buf.getvalue(), self.evaluations_path)
-        return len(rows) - len(kept)
+        dropped = {}
+        for path in (self.evaluations_path, self.env_evaluations_path):
+            rows = self.read_evaluations(path)
+            kept = [r for r in rows if int(r["timesteps"]) <= step]
+            if len(kept) < len(rows):
+                buf = io.StringIO()
+                writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+                atomic_write_text(buf.getvalue(), path)
+            dropped[path] = len(rows) - len(kept)
+        return dropped[self.evaluations_path]

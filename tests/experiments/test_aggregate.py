@@ -18,6 +18,7 @@ from rims_rl.experiments.aggregate import (
     read_evaluations,
     relative_improvement,
     t_interval,
+    transfer_runs,
 )
 from rims_rl.experiments.plots import curve, improvements
 from rims_rl.experiments.references import Reference, load_references
@@ -229,3 +230,51 @@ def test_a_variant_is_compared_on_its_game_and_kept_out_of_the_aggregate(runs_di
         a for a in aggregate(collect_runs(runs_dir), normalisers(collect_runs(runs_dir), REFS)) if a.suite == "minatar"
     ]
     assert agg.games == ["MinAtar/Breakout"]
+
+
+def write_env_evaluations(run, rows):
+    """``env_evaluations.csv`` rows ``(env, step, mean_score, success_rate)``."""
+    with open(run / "env_evaluations.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["env", "timesteps", "mean_score", "std_score", "success_rate", "mean_length", "episodes", "wall_time"]
+        )
+        for env, step, score, success in rows:
+            writer.writerow([env, step, score, 0, success, 10, 4, 1000.0])
+
+
+def test_zero_shot_envs_get_the_tables_and_aggregates_of_the_training_envs(tmp_path):
+    root, train_env, test_env = tmp_path / "runs", "MiniGrid-Empty-5x5-v0", "MiniGrid-Empty-16x16-v0"
+    finals = {"rim": ([0.9, 0.92, 0.94], [0.8, 0.9, 0.7]), "lstm": ([0.91, 0.93, 0.95], [0.2, 0.4, 0.3])}
+    for agent, (trained, transfer) in finals.items():
+        for seed, (a, b) in enumerate(zip(trained, transfer)):
+            run = make_run(root, train_env, agent, seed, [(50, a / 2), (100, a)], label=agent)
+            write_env_evaluations(
+                run,
+                [
+                    (train_env, 50, a / 2, 0.5),
+                    (test_env, 50, 0.0, 0.0),
+                    (train_env, 100, a, 1.0),
+                    (test_env, 100, b, 0.75),
+                ],
+            )
+    runs = collect_runs(root)
+    assert runs[0].successes.tolist() == [0.5, 1.0] and runs[0].final_success == 1.0
+    transfers = transfer_runs(runs)
+    assert {(r.trained_on, r.env) for r in transfers} == {(train_env, test_env)} and len(transfers) == 6
+    assert sorted(r.final_score for r in transfers if r.label == "lstm") == [0.2, 0.3, 0.4]
+    assert normalisers(transfers)[test_env].method == "raw"
+
+    out = tmp_path / "results"
+    files = write_report(root, out, "ood", "rim", "lstm", reps=100)
+    assert {"env_scores.csv", "transfer_curves.png"} <= set(files)
+    rows = list(csv.DictReader(open(out / "env_scores.csv")))
+    assert len(rows) == 12 and {r["env"] for r in rows} == {train_env, test_env}
+    row = next(r for r in rows if r["env"] == test_env and r["agent"] == "rim" and r["seed"] == "1")
+    assert (row["trained_on"], float(row["final_score"]), float(row["final_success"])) == (train_env, 0.9, 0.75)
+    summary = (out / "summary.md").read_text()
+    assert f"| {train_env} | {test_env} | rim | 3 | 0.75 ± 0.00 | 0.80 ± 0.10 | 0.800 [" in summary
+    assert f"| {train_env} | {train_env} (training env) | lstm | 3 | 1.00 ± 0.00 | 0.93 ± 0.02 |" in summary
+    assert "## Aggregate: zero-shot transfer, minigrid" in summary
+    assert "P(rim > lstm) = 1.000" in summary  # every rim run beats every lstm run zero-shot
+    assert "MiniGrid returns as they are" in summary

@@ -109,6 +109,27 @@ def test_a_variant_runs_on_its_games_and_seeds_only(tmp_path):
         ({"workers": 0}, "workers in the grid must be a positive integer"),
         ({"report": {"export_weights": "yes"}}, "report.export_weights must be true or false, got 'yes'"),
         ({"agents": {"rim": {"seeds": 0}}}, "seeds in agent 'rim' must be a positive count"),
+        (
+            {"games": [{"env": "MiniGrid-Empty-5x5-v0", "eval_envs": "MiniGrid-Empty-8x8-v0"}]},
+            "eval_envs in game 'MiniGrid-Empty-5x5-v0' must be a list of env names, got 'MiniGrid-Empty-8x8-v0'",
+        ),
+        (
+            {"games": [{"env": "MiniGrid-Empty-5x5-v0", "eval_envs": ["MiniGrid-Empty-5x5-v0"]}]},
+            "must be distinct envs other than 'MiniGrid-Empty-5x5-v0'",
+        ),
+        (
+            {"games": [{"env": "MiniGrid-Empty-5x5-v0", "eval_envs": ["MiniGrid-Empty-9x9-v0"]}]},
+            "eval_envs in game 'MiniGrid-Empty-5x5-v0': unknown MiniGrid env 'MiniGrid-Empty-9x9-v0'",
+        ),
+        (
+            {
+                "games": [
+                    {"env": "MiniGrid-Empty-5x5-v0", "eval_envs": ["MiniGrid-Empty-16x16-v0"]},
+                    {"env": "MiniGrid-Empty-8x8-v0", "eval_envs": ["MiniGrid-Empty-16x16-v0"]},
+                ]
+            },
+            "eval_envs ['MiniGrid-Empty-16x16-v0'] are listed for more than one game",
+        ),
     ],
 )
 def test_bad_grids_are_refused_in_one_line(changes, message):
@@ -118,7 +139,7 @@ def test_bad_grids_are_refused_in_one_line(changes, message):
     assert text.startswith("bad.yaml: ") and message in text and "\n" not in text
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "minatar_cpu.yaml", "minatar_sound.yaml"])
+@pytest.mark.parametrize("name", ["paper.yaml", "minatar_cpu.yaml", "minatar_sound.yaml", "minigrid_ood.yaml"])
 def test_shipped_configs_are_valid(name, tmp_path):
     config = load_grid(ROOT / "experiments" / name, root=tmp_path)
     compared = config.compared_agents
@@ -138,3 +159,21 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     bad.write_text("name: [unclosed")
     assert compare_main([str(bad)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_eval_envs_go_to_the_cells_not_to_their_hyperparameters(tmp_path):
+    from rims_rl.experiments.grid import check_grid
+
+    config = load_grid(ROOT / "experiments" / "minigrid_ood.yaml", root=tmp_path)
+    cells = [c for c in config.cells() if c.env == "MiniGrid-Empty-5x5-v0"]
+    assert {c.label for c in cells} == {"rim", "rim_k5of6", "lstm"} and len(cells) == 15
+    assert all(c.eval_envs == ("MiniGrid-Empty-8x8-v0", "MiniGrid-Empty-16x16-v0") for c in cells)
+    assert all("eval_envs" not in c.hp for c in cells)
+    assert load_agent("rim", "minigrid", cells[0].hp).policy_kwargs["rim_kwargs"]["k_active"] == 3
+
+    bad = GridConfig.from_dict(
+        grid(games=[{"env": "MiniGrid-Empty-5x5-v0", "eval_envs": ["MinAtar/Breakout"]}], agents=["lstm"]),
+        root=tmp_path,
+    )
+    with pytest.raises(ValueError, match=r"cannot play MinAtar/Breakout with an agent of MiniGrid-Empty-5x5-v0: "):
+        check_grid(bad.cells())

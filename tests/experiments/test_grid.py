@@ -3,6 +3,7 @@ cells' checkpoints, finished cells skipped, the report written; cell locks; the 
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import importlib.util
 import json
@@ -17,7 +18,7 @@ import torch
 import yaml
 
 from rims_rl.experiments.aggregate import collect_runs, read_evaluations
-from rims_rl.experiments.config import load_grid
+from rims_rl.experiments.config import GridConfig, load_grid
 from rims_rl.experiments.grid import LOCK_FILE, GridResult, _record, read_timing, run_cell, run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,3 +236,24 @@ def test_ray_backend_on_a_local_instance(tmp_path):
     assert result.trained == [cell.name] and not result.failed
     assert (cell.run_dir / "final_model.zip").exists()
     assert read_timing(cell.run_dir / "timing.json")[-1]["end_step"] == 128
+
+
+def test_a_cell_plays_its_games_eval_envs_zero_shot(tmp_path):
+    config = GridConfig.from_dict(
+        {
+            "name": "ood",
+            "agents": ["lstm"],
+            "timesteps": 128,
+            "eval_freq": 128,
+            "eval_episodes": 1,
+            "n_envs": 2,
+            "hp": {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "sequence_length": 8, "checkpoint_freq": 128},
+            "games": [{"env": "RIMs-PickupDistractors-Train-v0", "eval_envs": ["RIMs-PickupDistractors-Test-v0"]}],
+        },
+        root=tmp_path,
+    )
+    (cell,) = config.cells()
+    assert run_cell(cell) == "trained"
+    assert yaml.safe_load((cell.run_dir / "cell.yaml").read_text())["eval_envs"] == ["RIMs-PickupDistractors-Test-v0"]
+    rows = list(csv.DictReader(open(cell.run_dir / "env_evaluations.csv")))
+    assert [r["env"] for r in rows] == ["RIMs-PickupDistractors-Train-v0", "RIMs-PickupDistractors-Test-v0"]
