@@ -5,7 +5,7 @@ Each task module holds its data (seedable generators or a loader, documented sha
 runs a task with metrics, TensorBoard events and resumable checkpoints.
 """
 
-from .balls import BallsTask, render_balls, rollout_bce, simulate_balls
+from .balls import BallsTask, apply_curtain, render_balls, rollout_bce, simulate_balls
 from .copying import CopyingTask, copying_batch, copying_metrics
 from .mnist import MnistTask, load_idx, load_mnist, resize_images, save_idx, to_pixel_sequence
 from .models import BallsModel, CopyingModel, CoreConfig, MnistModel, RecurrentCore, SequenceModel
@@ -34,6 +34,7 @@ __all__ = [
     "BallsTask",
     "simulate_balls",
     "render_balls",
+    "apply_curtain",
     "rollout_bce",
     "BallsModel",
 ]

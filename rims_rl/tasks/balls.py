@@ -2,7 +2,9 @@
 
 A small physics simulator (equal-mass disks, elastic collisions with each other and the walls,
 exact kinetic-energy conservation) renders frames; the model is trained on sequences with few balls
-and tested on more balls and on closed-loop rollouts, where its own predictions are fed back.
+and tested on more balls and on closed-loop rollouts, where its own predictions are fed back, and on
+sequences where an invisible square "curtain" hides the balls behind it (the paper's occlusion test,
+from van Steenkiste et al. 2018).
 Metric: binary cross-entropy per frame (summed over pixels) at each rollout step.
 Shapes: T time, B batch, K balls, S frame side.
 """
@@ -114,6 +116,35 @@ def balls_batch(
     return torch.from_numpy(render_balls(pos, frame_size, radius))
 
 
+def curtain_side(frame_size: int, curtain: float) -> int:
+    """The curtain's side in pixels: ``curtain * frame_size`` rounded, at least 1 (28 of 64 for 0.4375)."""
+    return max(1, round(curtain * frame_size))
+
+
+def apply_curtain(frames: torch.Tensor, top_left: torch.Tensor, side: int) -> torch.Tensor:
+    """Hide the balls behind an invisible square curtain, fixed over each sequence.
+
+    As in the curtain data of van Steenkiste et al. (2018) that the RIM paper evaluates on, the curtain is
+    not drawn: its pixels are set to the background, 0, in every frame, so a ball behind it vanishes
+    wholly or in part while the simulation (and the ball) goes on.
+
+    :param frames: [T, B, S, S] (axis -2 is y, axis -1 is x)
+    :param top_left: integer [B, 2]: each sequence's curtain corner, (row, column)
+    :param side: curtain side in pixels
+    :return: frames [T, B, S, S] with the ``side`` x ``side`` square at ``top_left`` zeroed (a new tensor)
+    """
+    size = frames.shape[-1]
+    if not 1 <= side <= size:
+        raise ValueError(f"curtain side must be in 1..{size} pixels, got {side}")
+    top_left = torch.as_tensor(top_left, device=frames.device)
+    if top_left.shape != (frames.shape[1], 2) or not (0 <= top_left).all() or not (top_left <= size - side).all():
+        raise ValueError(f"top_left must be [B={frames.shape[1]}, 2] in 0..{size - side}, got {top_left.tolist()}")
+    pixels = torch.arange(size, device=frames.device)
+    inside = (pixels >= top_left[..., None]) & (pixels < top_left[..., None] + side)  # [B, 2, S]: rows, columns
+    hidden = inside[:, 0, :, None] & inside[:, 1, None, :]  # [B, S, S]
+    return frames.masked_fill(hidden, 0.0)
+
+
 def frame_bce(logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy per frame, summed over pixels: [..., S, S] -> [...]."""
     return F.binary_cross_entropy_with_logits(logits, frames, reduction="none").sum((-2, -1))
@@ -155,6 +186,10 @@ class BallsOptions:
     :param rollout: frames predicted closed-loop at test time
     :param embed_size: frame encoder output size
     :param eval_sequences: test sequences per ball count
+    :param curtain: side of the occluding square, a fraction of the frame side (0.4375: the 28 of 64 pixels
+        measured in van Steenkiste et al.'s curtain data); each test sequence gets its own random position,
+        fully inside the frame, fixed over time (:func:`apply_curtain`). Training never sees the curtain.
+    :param curtain_balls: balls in the curtain test sequences (paper: 3, its curtain dataset's); () skips it
     """
 
     frame_size: int = 24
@@ -167,13 +202,21 @@ class BallsOptions:
     rollout: int = 10
     embed_size: int = 128
     eval_sequences: int = 256
+    curtain: float = 0.4375
+    curtain_balls: tuple = (3,)
 
     def __post_init__(self):
         self.test_balls = tuple(self.test_balls)
+        self.curtain_balls = tuple(self.curtain_balls)
+        if not (isinstance(self.curtain, (int, float)) and 0 < self.curtain < 1):
+            raise ValueError(f"curtain must be a fraction of the frame side in (0, 1), got {self.curtain!r}")
+        if not all(isinstance(k, int) and k >= 1 for k in self.curtain_balls):
+            raise ValueError(f"curtain_balls must be positive integers (or empty), got {self.curtain_balls!r}")
 
 
 class BallsTask(SupervisedTask):
-    """Bouncing balls: next-frame prediction; rollout BCE per frame at each test ball count."""
+    """Bouncing balls: next-frame prediction; rollout BCE per frame at each test ball count, and behind a
+    curtain."""
 
     name = "balls"
     Options = BallsOptions
@@ -184,6 +227,13 @@ class BallsTask(SupervisedTask):
     def _frames(self, num_balls, steps, batch_size, generator):
         o = self.options
         return balls_batch(num_balls, steps, batch_size, o.frame_size, o.radius, o.speed, generator)
+
+    def _curtain_frames(self, num_balls, steps, batch_size, generator):
+        """Frames [T, B, S, S] behind a curtain at a random place per sequence (drawn from ``generator``)."""
+        side = curtain_side(self.options.frame_size, self.options.curtain)
+        frames = self._frames(num_balls, steps, batch_size, generator)
+        top_left = torch.randint(0, self.options.frame_size - side + 1, (batch_size, 2), generator=generator)
+        return apply_curtain(frames, top_left, side)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator):
         """:return: frames [seq_len, B, S, S] with ``train_balls`` balls; the model predicts frames[1:] from
@@ -197,11 +247,18 @@ class BallsTask(SupervisedTask):
 
     @torch.no_grad()
     def evaluate(self, model, generator: torch.Generator) -> dict[str, float]:
+        """``balls{k}/...`` on plain frames for each of ``test_balls``, then ``balls{k}_curtain/...`` for each of
+        ``curtain_balls``: the model sees the curtained context and is scored against the curtained frames, where
+        the hidden balls are background (as in the paper's curtain data). Metrics per frame: ``one_step_bce``
+        (teacher-forced), ``rollout_bce`` (mean over the closed-loop rollout), ``rollout_bce_last`` (its last
+        frame). The curtain conditions come after the plain ones, so they leave the plain test sets unchanged."""
         o, out = self.options, {}
-        for k in o.test_balls:
-            (frames,) = to_model_device(model, self._frames(k, o.context + o.rollout, o.eval_sequences, generator))
+        conditions = [(f"balls{k}", k, self._frames) for k in o.test_balls]
+        conditions += [(f"balls{k}_curtain", k, self._curtain_frames) for k in o.curtain_balls]
+        for name, k, make in conditions:
+            (frames,) = to_model_device(model, make(k, o.context + o.rollout, o.eval_sequences, generator))
             one_step, rollout = rollout_bce(model, frames, o.context)
-            out[f"balls{k}/one_step_bce"] = one_step.mean().item()
-            out[f"balls{k}/rollout_bce"] = rollout.mean().item()
-            out[f"balls{k}/rollout_bce_last"] = rollout[-1].item()
+            out[f"{name}/one_step_bce"] = one_step.mean().item()
+            out[f"{name}/rollout_bce"] = rollout.mean().item()
+            out[f"{name}/rollout_bce_last"] = rollout[-1].item()
         return out

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rims_rl.tasks import (
+    apply_curtain,
     copying_batch,
     copying_metrics,
     load_idx,
@@ -17,6 +18,7 @@ from rims_rl.tasks import (
     simulate_balls,
     to_pixel_sequence,
 )
+from rims_rl.tasks.balls import BallsOptions, curtain_side
 from rims_rl.tasks.mnist import MnistTask
 
 
@@ -164,3 +166,39 @@ def test_simulate_rejects_bad_settings():
         simulate_balls(3, 5, 2, radius=0.6)
     with pytest.raises(ValueError, match="num_balls"):
         simulate_balls(0, 5, 2)
+
+
+def test_curtain_hides_exactly_its_square_in_every_frame():
+    """The curtain is invisible (van Steenkiste et al. 2018's data): its pixels become background, 0; the
+    rest of every frame is untouched, and each sequence keeps its own square over time."""
+    frames = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0)) + 0.1  # no pixel is 0 before
+    top_left = torch.tensor([[1, 2], [5, 0]])  # (row, column) per sequence
+    out = apply_curtain(frames, top_left, side=3)
+    hidden = torch.zeros(2, 8, 8, dtype=torch.bool)
+    hidden[0, 1:4, 2:5] = True  # rows 1-3, columns 2-4
+    hidden[1, 5:8, 0:3] = True
+    assert out.shape == frames.shape
+    assert (out[:, hidden] == 0).all()
+    assert torch.equal(out[:, ~hidden], frames[:, ~hidden])
+    assert (frames > 0).all()  # the input is not changed in place
+
+
+def test_curtain_erases_a_ball_behind_it_and_keeps_one_beside_it():
+    pos = np.array([[[0.3, 0.3], [0.75, 0.75]]])  # [T=1, K=2, 2], (x, y)
+    frames = torch.from_numpy(render_balls(pos, frame_size=20, radius=0.1))[:, None]  # [1, 1, 20, 20]
+    out = apply_curtain(frames, torch.tensor([[2, 2]]), side=curtain_side(20, 0.4))  # pixels 2-9 cover ball 1
+    assert curtain_side(20, 0.4) == 8 and curtain_side(64, 0.4375) == 28
+    assert out[0, 0, :10, :10].sum() == 0 and frames[0, 0, :10, :10].sum() > 5
+    assert torch.equal(out[0, 0, 10:, 10:], frames[0, 0, 10:, 10:])  # the other ball is as it was
+
+
+def test_curtain_rejects_bad_settings():
+    frames = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="curtain side must be in 1..8 pixels, got 9"):
+        apply_curtain(frames, torch.tensor([[0, 0]]), side=9)
+    with pytest.raises(ValueError, match="top_left must be"):
+        apply_curtain(frames, torch.tensor([[0, 6]]), side=3)  # would stick out of the frame
+    with pytest.raises(ValueError, match=r"curtain must be a fraction of the frame side in \(0, 1\), got 1.5"):
+        BallsOptions(curtain=1.5)
+    with pytest.raises(ValueError, match=r"curtain_balls must be positive integers \(or empty\), got \(0,\)"):
+        BallsOptions(curtain_balls=(0,))

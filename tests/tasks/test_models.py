@@ -85,6 +85,62 @@ def test_rollout_starts_where_teacher_forcing_ends(tmp_path):
     assert abs(rollout[1].item() - one_step[3].item()) > 1e-3  # then it sees its own prediction, not the true frame
 
 
+def test_curtain_metrics_are_finite_and_leave_the_plain_test_sets_unchanged(tmp_path):
+    torch.manual_seed(0)
+    task = _task("balls", "rim", tmp_path)  # curtain_balls: the default, (3,)
+    net = task.make_model().eval()
+    metrics = task.evaluate(net, torch.Generator().manual_seed(1))
+    names = {f"balls3_curtain/{m}" for m in ("one_step_bce", "rollout_bce", "rollout_bce_last")}
+    assert names <= set(metrics) and all(torch.isfinite(torch.tensor(metrics[n])) for n in names)
+    plain = BallsTask({**vars(task.options), "curtain_balls": ()}, task.core).evaluate(
+        net, torch.Generator().manual_seed(1)
+    )
+    assert not any("curtain" in k for k in plain)
+    assert plain == {k: v for k, v in metrics.items() if "curtain" not in k}  # same plain frames, same numbers
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the next frame of the test batch the task made last (``source[key]``), whatever it is fed:
+    a ``BallsModel`` stand-in (``(logits, state, None)``, the state being the time step reached)."""
+
+    def __init__(self, source, key):
+        super().__init__()
+        self.source, self.key, self.dummy = source, key, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, state=None):
+        start = state or 0
+        target = self.source[self.key][start + 1 : start + 1 + len(x)]
+        return torch.logit(target.clamp(1e-4, 1 - 1e-4)), start + len(x), None
+
+
+def test_curtain_rollout_bce_is_scored_against_the_hidden_balls_as_background(tmp_path):
+    """A model that predicts the curtained frames exactly beats one that sees through the curtain (it draws the
+    hidden balls, which the targets do not show), which beats predicting blank frames."""
+    task = _task("balls", "lstm", tmp_path)
+    task.options.eval_sequences = 16
+    source = {}
+    make_plain, make_curtained = task._frames, task._curtain_frames
+
+    def plain(*args):
+        source["frames"] = source["plain"] = make_plain(*args)
+        return source["frames"]
+
+    def curtained(*args):
+        source["frames"] = make_curtained(*args)  # calls plain() first: source["plain"] is the uncurtained batch
+        return source["frames"]
+
+    task._frames, task._curtain_frames = plain, curtained
+    scores = {}
+    for name, key in (("exact", "frames"), ("see_through", "plain")):
+        scores[name] = task.evaluate(_Oracle(source, key), torch.Generator().manual_seed(1))
+    blank = _Oracle(source, "frames")
+    blank.forward = lambda x, state=None: (torch.full_like(x, -10.0), None, None)  # empty frames, sure of it
+    scores["blank"] = task.evaluate(blank, torch.Generator().manual_seed(1))
+    bce = {name: s["balls3_curtain/rollout_bce"] for name, s in scores.items()}
+    assert bce["exact"] + 1.0 < bce["see_through"] < bce["blank"], bce  # exact: the antialiased edges' entropy
+    assert scores["exact"]["balls3/rollout_bce"] == pytest.approx(scores["see_through"]["balls3/rollout_bce"])
+
+
 def test_unknown_options_are_rejected_with_the_allowed_list():
     with pytest.raises(ValueError, match="unknown copying option.*'gapp'.*allowed.*train_gap"):
         CopyingTask({"gapp": 3})
