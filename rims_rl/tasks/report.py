@@ -24,7 +24,13 @@ from .training import upgrade_config
 HEADLINE = {
     "copying": ["test50/ce", "test200/ce", "test200/ce_all", "test200/copy_acc"],
     "mnist": ["test14/acc", "test16/acc", "test19/acc", "test24/acc"],
-    "balls": ["balls4/rollout_bce", "balls6/rollout_bce", "balls8/rollout_bce", "balls4/one_step_bce"],
+    "balls": [
+        "balls4/rollout_bce",
+        "balls6/rollout_bce",
+        "balls8/rollout_bce",
+        "balls4/one_step_bce",
+        "balls3_curtain/rollout_bce",
+    ],
 }
 PAPER = {  # RIM paper (arXiv 1909.10893) Table 1, as quoted in the project's issue; other paper figures
     # (Table 2, sequential MNIST; the bouncing-balls plots) are not copied here from memory.
