@@ -8,7 +8,9 @@ per core, the number of updates until the held-out accuracy first reaches ``--th
 seed) and the final accuracy. This separates "the core learns recall slowly" from "the RL agent learns it
 slowly" (advantage noise, the critic). Measured (the default command, 3 seeds, updates to 0.95): LSTM 275 /
 275 / 300, ``rim-k6`` 250 / 275 / 300, ``rim`` 350 / not within 600 / not within 600 (final accuracy 0.99,
-0.85, 0.86): the competition among mechanisms slows learning to recall.
+0.85, 0.86): the competition among mechanisms slows learning to recall. ``--cores rim rim-nocomm rim-h1``:
+``rim-nocomm`` never / 450 / 425, ``rim-h1`` 500 / 600 / 450 (more reliable than the defaults, slower than the
+LSTM).
 
 Run (one torch thread)::
 
@@ -17,7 +19,9 @@ Run (one torch thread)::
 
 Cores: ``lstm`` an ``nn.LSTM`` of 64 (the memory suite's); ``rim`` the RL policies' default RIM at the suite's
 size (6 mechanisms of 10, 5 active, 4 input heads, input values 4 x 10); ``rim-k6`` the same with all six
-active (no competition); ``rim-k4`` four of six. All initialised by ``cores.orthogonal_init_``.
+active (no competition); ``rim-k4`` four of six; ``rim-nocomm`` the defaults without communication between
+mechanisms; ``rim-h1`` the defaults with one input-attention head instead of four. All initialised by
+``cores.orthogonal_init_``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from rims_rl.core import RIM
 from rims_rl.rl.cores import orthogonal_init_, resolve_rim_kwargs
 
 LAG, SYMBOLS, LENGTH, CHUNK, BATCH = 4, 4, 52, 16, 16
-CORES = ("lstm", "rim", "rim-k6", "rim-k4")
+CORES = ("lstm", "rim", "rim-k6", "rim-k4", "rim-nocomm", "rim-h1")
 
 
 def make_batch(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +53,11 @@ def make_core(name: str) -> tuple[nn.Module, int]:
     if name == "lstm":
         return orthogonal_init_(nn.LSTM(SYMBOLS, 64)), 64
     kwargs = resolve_rim_kwargs(None, 64, 1)  # what MlpRimPolicy(lstm_hidden_size=64) builds: 6 x 10
-    if name != "rim":
+    if name == "rim-nocomm":
+        kwargs["use_communication"] = False
+    elif name == "rim-h1":
+        kwargs["num_input_heads"] = 1
+    elif name != "rim":
         kwargs["k_active"] = int(name.removeprefix("rim-k"))
     hidden = kwargs.pop("hidden_size")
     return orthogonal_init_(RIM(SYMBOLS, hidden, **kwargs)), kwargs["num_units"] * hidden
