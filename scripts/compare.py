@@ -7,6 +7,7 @@
     python scripts/compare.py experiments/minatar_cpu.yaml --report-only              # report from the runs so far
     python scripts/compare.py experiments/minatar_cpu.yaml --dry-run                  # check the grid, list its cells
     python scripts/compare.py experiments/minatar_cpu.yaml --games MinAtar/Breakout   # only some of its games
+    python scripts/compare.py experiments/minigrid_ood.yaml --agents rim lstm         # only some of its agents
     python scripts/compare.py --measure-random --episodes 500   # MinAtar random-policy reference scores
 
 Run it again after a crash, a reboot or Ctrl-C: finished cells are skipped, interrupted ones resume
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="GAME",
         help="train only these games of the grid (as the config names them); the report covers all runs",
     )
+    parser.add_argument(
+        "--agents",
+        nargs="+",
+        default=None,
+        metavar="AGENT",
+        help="train only these agents of the grid (their labels in the config); the report covers all runs",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--measure-random",
@@ -87,13 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         config = load_grid(args.config)
         if args.threads is not None:
             config.threads_per_cell = args.threads
-        all_cells = config.cells()
+        all_cells, compared = config.cells(), config.compared_agents
         if args.games:
             names = [g.env for g in config.games]
             unknown = [g for g in args.games if g not in names]
             if unknown:
                 raise ValueError(f"--games: {', '.join(unknown)} not in {args.config}; its games: {', '.join(names)}")
             config.games = [g for g in config.games if g.env in args.games]
+        if args.agents:
+            labels = [a.label for a in config.agents]
+            unknown = [a for a in args.agents if a not in labels]
+            if unknown:
+                known = ", ".join(labels)
+                raise ValueError(f"--agents: {', '.join(unknown)} not in {args.config}; its agents: {known}")
+            config.agents = [a for a in config.agents if a.label in args.agents]
         if args.dry_run:
             check_grid(config.cells())  # what run_grid checks before it trains: models built, configurations
             for cell in config.cells():
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 config.bootstrap_reps,
                 config.description,
                 not_started=not_started,
-                agents=config.compared_agents,
+                agents=compared,
                 activity_episodes=config.activity_episodes,
                 export_weights=config.export_weights,
             )

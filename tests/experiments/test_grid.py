@@ -207,7 +207,7 @@ def test_bad_nested_values_fail_the_dry_run_and_the_grid_before_anything_is_writ
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
-def test_games_option_trains_only_the_named_games(tmp_path, capsys):
+def test_games_and_agents_options_train_only_the_named_ones(tmp_path, capsys):
     config_path = tiny_grid(tmp_path, timesteps=64)
     data = yaml.safe_load(config_path.read_text())
     data["games"] = ["MinAtar/Breakout", "MinAtar/Asterix"]
@@ -218,6 +218,12 @@ def test_games_option_trains_only_the_named_games(tmp_path, capsys):
     assert compare_main([str(config_path), "--dry-run", "--games", "Asterix"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: --games: Asterix not in {config_path}; its games: MinAtar/Breakout, MinAtar/Asterix"
+    assert compare_main([str(config_path), "--dry-run", "--agents", "lstm"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and all(" lstm s0" in line for line in listed)
+    assert compare_main([str(config_path), "--dry-run", "--agents", "lstm", "gru"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --agents: gru not in {config_path}; its agents: lstm, rim"
     assert compare_main([str(config_path), "--dry-run", "--threads", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --threads must be a positive integer, got 0"
     # train the named game only; the report lists the other game's cells as not started
