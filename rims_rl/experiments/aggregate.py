@@ -413,6 +413,7 @@ class Aggregate:
     :param metrics: ``{label: {"IQM": (point, low, high), "median": ..., "mean": ...}}``
     :param improvement: ``(treatment, baseline, point, low, high)``: probability of improvement, or ``None``
     :param method: normalisation of each included game
+    :param left_out: agents other than the compared pair left out (fewer finished runs), with the reason
     """
 
     suite: str
@@ -422,6 +423,7 @@ class Aggregate:
     metrics: dict[str, dict[str, tuple[float, float, float]]]
     improvement: tuple[str, str, float, float, float] | None
     method: dict[str, str]
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
@@ -463,9 +465,11 @@ def aggregate(
     """IQM, median and mean of normalised final scores per suite, with 95% stratified-bootstrap CIs
     (rliable, Agarwal et al. 2021), and the probability that ``treatment`` beats ``baseline``.
 
-    rliable needs a full ``[runs, games]`` matrix per agent: a suite includes the games on which every
-    agent has at least ``n`` finished runs, ``n`` being the largest count that some game reaches for
-    all agents (a one-seed learning-curve game beside three-seed games is left out and listed).
+    rliable needs a full ``[runs, games]`` matrix per agent: a suite includes the games on which
+    ``treatment`` and ``baseline`` (every agent, without that pair) have at least ``n`` finished runs,
+    ``n`` being the largest count that some game reaches for them (a one-seed learning-curve game beside
+    three-seed games is left out and listed); another agent with fewer than ``n`` runs on an included
+    game (a grid in progress) is left out of the suite and listed, rather than holding the pair back.
 
     :param runs: the runs (unfinished ones are ignored)
     :param norms: per-game normalisers
@@ -487,19 +491,24 @@ def aggregate(
     out = []
     for suite in sorted({r.kind for r in runs if r.finished}):
         games = sorted(g for g in grouped if game_key(g)[0] == suite)
-        counts = {g: min(len(grouped[g].get(a, [])) for a in labels) for g in games}
+        pair = [a for a in (treatment, baseline) if a in labels]
+        pair = pair if len(pair) == 2 and treatment != baseline else labels
+        counts = {g: min(len(grouped[g].get(a, [])) for a in pair) for g in games}
         n = max(counts.values()) if counts else 0
         if n == 0:
             continue
         included = [g for g in games if counts[g] >= n]
         excluded = {g: f"{counts[g]} finished run(s) for some agent, {n} needed" for g in games if counts[g] < n}
+        fewest = {a: min(len(grouped[g].get(a, [])) for g in included) for a in labels}
+        left_out = {a: f"{fewest[a]} finished run(s) on some game, {n} needed" for a in labels if fewest[a] < n}
+        members = [a for a in labels if a not in left_out]
         scores = {
             a: np.stack([norms[g]([r.final_score for r in grouped[g][a][:n]]) for g in included], axis=1)
-            for a in labels
+            for a in members
         }  # [runs, games]
         table = interval_estimates(scores, reps, seed)
         improvement = None
-        if treatment in labels and baseline in labels and treatment != baseline:
+        if treatment in members and baseline in members and treatment != baseline:
             key = f"{treatment},{baseline}"
             p, ci = rly.get_interval_estimates(
                 {key: [scores[treatment], scores[baseline]]},
@@ -509,7 +518,8 @@ def aggregate(
             )
             low, high = np.ravel(ci[key])[:2]
             improvement = (treatment, baseline, float(np.ravel(p[key])[0]), float(low), float(high))
-        out.append(Aggregate(suite, included, excluded, n, table, improvement, {g: norms[g].method for g in included}))
+        method = {g: norms[g].method for g in included}
+        out.append(Aggregate(suite, included, excluded, n, table, improvement, method, left_out))
     return out
 
 

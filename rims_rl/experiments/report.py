@@ -287,6 +287,9 @@ def _aggregate_lines(agg: Aggregate, title: str) -> list[str]:
         ]
     if agg.excluded:
         lines += ["", "Not in the aggregate: " + "; ".join(f"{g} ({why})" for g, why in agg.excluded.items()) + "."]
+    if agg.left_out:
+        why = "; ".join(f"{a} ({reason})" for a, reason in agg.left_out.items())
+        lines += ["", f"Agents left out of the aggregate (a grid in progress): {why}."]
     lines.append("")
     return lines
 

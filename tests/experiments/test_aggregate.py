@@ -120,6 +120,24 @@ def test_aggregate_iqm_cis_and_probability_of_improvement(runs_dir):
     assert aggs["atari"].games == ["Pong"] and aggs["atari"].method == {"Pong": "human"}
 
 
+def test_a_third_agent_with_fewer_seeds_is_left_out_not_the_compared_pair(runs_dir, tmp_path):
+    # a grid in progress: rim_k6 has one seed per game so far; rim vs lstm keep their three
+    for game in FINALS:
+        make_run(runs_dir, game, "rim", 0, [(100, 8.0)], label="rim_k6")
+    runs = collect_runs(runs_dir)
+    norms = normalisers(runs, REFS)
+    minatar = {a.suite: a for a in aggregate(runs, norms, "rim", "lstm", reps=200)}["minatar"]
+    assert minatar.runs_per_game == 3 and minatar.games == ["MinAtar/Asterix", "MinAtar/Breakout"]
+    assert set(minatar.metrics) == {"rim", "lstm"} and minatar.improvement[:2] == ("rim", "lstm")
+    assert minatar.left_out == {"rim_k6": "1 finished run(s) on some game, 3 needed"}
+    # without a compared pair, every agent holds the games back as before
+    minatar = {a.suite: a for a in aggregate(runs, norms, reps=200)}["minatar"]
+    assert minatar.runs_per_game == 1 and set(minatar.metrics) == {"rim", "lstm", "rim_k6"} and not minatar.left_out
+    files = write_report(runs_dir, tmp_path / "results", "grid", "rim", "lstm", reps=200, refs=REFS)
+    summary = files["summary.md"].read_text()
+    assert "Agents left out of the aggregate (a grid in progress): rim_k6 (1 finished run(s) on some game" in summary
+
+
 def test_relative_improvement_formulas(runs_dir):
     runs = collect_runs(runs_dir)
     norms = normalisers(runs, REFS)
