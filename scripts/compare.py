@@ -21,6 +21,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def _only(items: list, wanted: list[str], name: Callable[[Any], str], option: str, config: str) -> list:
+    """The ``items`` whose ``name`` is in ``wanted`` (``--games``, ``--agents``).
+
+    :raises ValueError: a wanted name the config does not have, naming those it has
+    """
+    names = [name(item) for item in items]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise ValueError(f"--{option}: {', '.join(unknown)} not in {config}; its {option}: {', '.join(names)}")
+    return [item for item in items if name(item) in wanted]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,18 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             config.threads_per_cell = args.threads
         all_cells, compared = config.cells(), config.compared_agents
         if args.games:
-            names = [g.env for g in config.games]
-            unknown = [g for g in args.games if g not in names]
-            if unknown:
-                raise ValueError(f"--games: {', '.join(unknown)} not in {args.config}; its games: {', '.join(names)}")
-            config.games = [g for g in config.games if g.env in args.games]
+            config.games = _only(config.games, args.games, lambda g: g.env, "games", args.config)
         if args.agents:
-            labels = [a.label for a in config.agents]
-            unknown = [a for a in args.agents if a not in labels]
-            if unknown:
-                known = ", ".join(labels)
-                raise ValueError(f"--agents: {', '.join(unknown)} not in {args.config}; its agents: {known}")
-            config.agents = [a for a in config.agents if a.label in args.agents]
+            config.agents = _only(config.agents, args.agents, lambda a: a.label, "agents", args.config)
         if args.dry_run:
             check_grid(config.cells())  # what run_grid checks before it trains: models built, configurations
             for cell in config.cells():

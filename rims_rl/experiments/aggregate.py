@@ -488,11 +488,11 @@ def aggregate(
     warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     grouped = group(runs)
     labels = sorted({r.label for r in runs if r.finished and (agents is None or r.label in agents)})
+    pair = [a for a in (treatment, baseline) if a in labels]
+    pair = pair if len(pair) == 2 and treatment != baseline else labels
     out = []
     for suite in sorted({r.kind for r in runs if r.finished}):
         games = sorted(g for g in grouped if game_key(g)[0] == suite)
-        pair = [a for a in (treatment, baseline) if a in labels]
-        pair = pair if len(pair) == 2 and treatment != baseline else labels
         counts = {g: min(len(grouped[g].get(a, [])) for a in pair) for g in games}
         n = max(counts.values()) if counts else 0
         if n == 0:
