@@ -286,6 +286,8 @@ def test_report_labels_name_the_effective_core_sizes():
     )
     rim = _settings({"task": "copying", "model": "rim", "core": {"hidden_size": 100}})
     assert rim["core.hidden_size"] == 100 and rim["core.num_units"] == 6 and "core.lstm_hidden_size" not in rim
+    # speed settings never split runs into variants (configs saved before ``compile`` existed lack it)
+    assert _settings({"model": "rim", "compile": False, "num_threads": 2}) == _settings({"model": "rim"})
 
 
 def test_resume_loads_its_checkpoint_weights_only(tmp_path, monkeypatch):
