@@ -19,6 +19,7 @@ The literal definition of one step, one mechanism at a time, is ``rims_rl/core/r
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -29,6 +30,27 @@ from .attention import CommunicationAttention, InputAttention, select_active
 from .group_cells import CELLS, _check_positive
 
 State = tuple[torch.Tensor, ...]
+#: the longest time loop :meth:`RIMCell.compile_sequence` unrolls into one graph; longer sequences run as blocks
+MAX_COMPILED_BLOCK = 16
+#: environment variable: ``0`` turns the trainers' default compilation of the RIM loop off (the tests set it)
+COMPILE_ENV = "RIMS_RL_COMPILE"
+
+
+def compile_by_default() -> bool:
+    """Whether trainers compile the RIM loop when not told: unless the environment sets ``RIMS_RL_COMPILE=0``."""
+    return os.environ.get(COMPILE_ENV, "1") != "0"
+
+
+def block_length(t: int, block: int) -> int:
+    """The length of the blocks a compiled sequence of ``t`` steps runs as: ``t`` itself if it is at most
+    ``block``; else the largest divisor of ``t`` in ``[block / 2, block]`` (one graph: 196 -> 14), or
+    failing that ``ceil(t / ceil(t / block))`` (equal blocks but a shorter last one: two graphs)."""
+    if t <= block:
+        return t
+    for length in range(block, (block + 1) // 2 - 1, -1):
+        if t % length == 0:
+            return length
+    return -(-t // -(-t // block))
 
 
 def default_input_value_size(hidden_size: int) -> int:
@@ -127,6 +149,7 @@ class RIMCell(nn.Module):
             else None
         )
         self._compiled_loop: Callable | None = None
+        self._compiled_block, self._compile_inference = MAX_COMPILED_BLOCK, True
 
     @property
     def output_size(self) -> int:
@@ -144,16 +167,27 @@ class RIMCell(nn.Module):
         shape = (batch_size, self.num_units, self.hidden_size)
         return tuple(torch.zeros(shape, device=device or p.device, dtype=p.dtype) for _ in range(self.num_states))
 
-    def compile_sequence(self, **compile_kwargs) -> RIMCell:
-        """Run :meth:`sequence` under ``torch.compile``: the precomputation and the whole time loop,
-        unrolled, become one graph for the forward and one for the backward, with no Python overhead per
-        step (on a CPU, about 2-6x faster at small batches). One graph per sequence length T, input and
-        state shape (and dropout on or off); the first call of each compiles (about a minute on a CPU,
-        seconds once inductor's on-disk cache holds it). Episode starts multiply the state at every step
-        instead of branching. ``compile_kwargs`` go to ``torch.compile`` (default ``fullgraph=False``: past
-        dynamo's recompile limit, e.g. many configurations in one process, the loop runs eagerly instead
-        of failing). Returns ``self``."""
+    def compile_sequence(self, block: int = MAX_COMPILED_BLOCK, inference: bool = True, **compile_kwargs) -> RIMCell:
+        """Run :meth:`sequence` under ``torch.compile``: the precomputation and the time loop, unrolled,
+        become one graph for the forward and one for the backward, with no Python overhead per step (on a
+        CPU, about 2-6x faster at small batches). A sequence longer than ``block`` steps runs as blocks
+        (:func:`block_length`), one compiled call each, the state handed from block to block: compiling an
+        unrolled loop takes time and memory that grow with its length (a 128-step graph takes many minutes
+        on a CPU), a block's call costs little. One graph per block length, input and state shape (and
+        dropout on or off); the first call of each compiles (about a minute on a CPU, seconds once
+        inductor's on-disk cache holds it). Episode starts multiply the state at every step instead of
+        branching.
+
+        :param block: the longest unrolled loop compiled (steps)
+        :param inference: also compile the calls that record no gradient (acting, evaluation); ``False``
+            runs them eagerly (an evaluation at several sequence lengths would compile graphs of its own)
+        :param compile_kwargs: go to ``torch.compile`` (default ``fullgraph=False``: past dynamo's
+            recompile limit, e.g. many configurations in one process, the loop runs eagerly instead of failing)
+        :return: ``self``
+        """
+        _check_positive(block=block)
         self._compiled_loop = torch.compile(self._loop, **{"fullgraph": False, **compile_kwargs})
+        self._compiled_block, self._compile_inference = block, inference
         return self
 
     # ------------------------------------------------------------------ input checks
@@ -192,12 +226,15 @@ class RIMCell(nn.Module):
         if xs.shape[2] == 1:  # one element: the 2-way softmax fast path
             x = xs[:, :, 0]  # [T, B, D]
             kx = (att.key(x) * att.scale).unflatten(-1, (heads, att.key_size))  # [T, B, heads, K]
-            vx = nn.functional.linear(x, att.value.weight).unflatten(-1, (heads, att.value_size))  # no bias
-            if heads == 1:  # the gate products W_u V(x) of all steps in one matmul: [T, U, B, G*H]
+            if heads == 1:  # the gate products W_u Wv x of all steps in one matmul: [T, U, B, G*H]
                 w = cell.w_ih.permute(1, 0, 2).flatten(1)  # [V, U*G*H]
-                d = (vx[:, :, 0] @ w).unflatten(-1, (u, -1)).permute(0, 2, 1, 3).contiguous()
+                if x.shape[-1] < att.value_size:  # a narrow input: (Wv^T W) first, D/V of the FLOPs
+                    d = x @ (att.value.weight.t() @ w)
+                else:
+                    d = nn.functional.linear(x, att.value.weight) @ w  # V(x) without its bias
+                d = d.unflatten(-1, (u, -1)).permute(0, 2, 1, 3).contiguous()
             else:  # heads x more FLOPs that way: mix the heads' values per step, then one grouped matmul
-                d = vx  # [T, B, heads, V]
+                d = nn.functional.linear(x, att.value.weight).unflatten(-1, (heads, att.value_size))  # [T, B, heads, V]
             bias = att.value.bias.view(heads, -1)  # V_h(0) [heads, V]
             if self.training and att.dropout.p > 0:  # W_u V_h(0) / heads, the null values' gate terms [U, heads, G*H]
                 pre["null_gates"] = torch.einsum("hv,uvg->uhg", bias, cell.w_ih) / heads
@@ -281,10 +318,11 @@ class RIMCell(nn.Module):
                 raise ValueError(f"episode_starts must be [T, B] = {(t, b)}, got {tuple(episode_starts.shape)}")
             keep = (1.0 - episode_starts.to(xs.dtype)).view(t, 1, b, 1)
             reset_at = episode_starts.bool().any(1).tolist()
-        if self._compiled_loop is not None:  # keep multiplies every step: no data-dependent branch
+        if self._compiled_loop is not None and (self._compile_inference or torch.is_grad_enabled()):
+            # keep multiplies every step: no data-dependent branch
             keep = torch.ones(t, 1, b, 1, dtype=xs.dtype, device=xs.device) if keep is None else keep
             try:
-                h, state, active = self._compiled_loop(xs, state, keep)
+                h, state, active = self._compiled_blocks(xs, state, keep)
             except Exception as error:  # e.g. no C++ compiler for inductor: eager from now on (a real bug raises again)
                 warnings.warn(
                     f"compile_sequence failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
@@ -297,6 +335,27 @@ class RIMCell(nn.Module):
             h, state, active = self._loop(xs, state, keep, reset_at)
         h = h.transpose(1, 2)  # [T, U, B, H] -> [T, B, U, H]
         return h, tuple(s.transpose(0, 1) for s in state), active.transpose(1, 2)
+
+    def _compiled_blocks(
+        self, xs: torch.Tensor, state: State, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """The compiled loop, one call per block of :func:`block_length` steps (:meth:`compile_sequence`).
+
+        :param xs: [T, B, N, D]
+        :param state: tensors [U, B, H]
+        :param keep: [T, 1, B, 1]
+        :return: as :meth:`_loop`
+        """
+        t = xs.shape[0]
+        length = block_length(t, self._compiled_block)
+        if length == t:
+            return self._compiled_loop(xs, state, keep)
+        hs, actives = [], []
+        for i in range(0, t, length):
+            h, state, active = self._compiled_loop(xs[i : i + length], state, keep[i : i + length])
+            hs.append(h)
+            actives.append(active)
+        return torch.cat(hs), state, torch.cat(actives)
 
     def _loop(
         self, xs: torch.Tensor, state: State, keep: torch.Tensor | None, reset_at: list[bool] | None = None
@@ -381,10 +440,11 @@ class RIM(nn.Module):
         """Zero state: a tuple of ``num_states`` tensors [L, B, U, H]."""
         return tuple(torch.stack(s) for s in zip(*(layer.initial_state(batch_size, device) for layer in self.layers)))
 
-    def compile_sequence(self, **compile_kwargs) -> RIM:
-        """Compile every layer's time loop with ``torch.compile`` (see :meth:`RIMCell.compile_sequence`)."""
+    def compile_sequence(self, block: int = MAX_COMPILED_BLOCK, inference: bool = True, **compile_kwargs) -> RIM:
+        """Compile every layer's time loop with ``torch.compile``, in blocks of at most ``block`` steps
+        (see :meth:`RIMCell.compile_sequence`)."""
         for layer in self.layers:
-            layer.compile_sequence(**compile_kwargs)
+            layer.compile_sequence(block, inference, **compile_kwargs)
         return self
 
     def forward(

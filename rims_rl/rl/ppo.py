@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,14 +10,10 @@ from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.policies import BasePolicy
 
+from ..core.rim import compile_by_default
 from .buffers import RimDictRolloutBuffer, RimRolloutBuffer, chunk_length
 from .cores import RimCore
 from .policies import CnnRimPolicy, MlpRimPolicy, MultiInputRimPolicy, RimActorCriticPolicy
-
-#: environment variable: ``0`` turns ``RimPPO``'s default ``compile_core`` off
-COMPILE_ENV = "RIMS_RL_COMPILE"
-#: the longest training chunk ``RimPPO`` compiles by default
-MAX_COMPILED_CHUNK = 32
 
 
 class RimPPO(RecurrentPPO):
@@ -45,12 +40,11 @@ class RimPPO(RecurrentPPO):
         is shorter (padded and masked, as sb3-contrib pads its sequences). Truncated backpropagation:
         gradients do not flow into a chunk's stored start state.
     :param compile_core: run the RIM's time loop under ``torch.compile`` (``RIMCell.compile_sequence``):
-        one graph per chunk length for training and one for acting, several times faster per step on a
-        CPU once compiled (the first rollout and update pay the compilation, about a minute per graph
-        on a CPU, seconds from inductor's on-disk cache). ``None`` (default): on for chunks of at most
-        ``MAX_COMPILED_CHUNK`` steps (the loop is unrolled: a 128-step graph takes many minutes to compile),
-        unless the environment variable ``RIMS_RL_COMPILE`` is ``0`` (the test suite sets it). The LSTM
-        core is already fused.
+        one graph per chunk length for training (chunks longer than 16 steps run as compiled blocks) and
+        one for acting, several times faster per step on a CPU once compiled (the first rollout and update
+        pay the compilation, about a minute per graph on a CPU, seconds from inductor's on-disk cache).
+        ``None`` (default): on, unless the environment variable ``RIMS_RL_COMPILE`` is ``0`` (the test
+        suite sets it). The LSTM core is already fused.
     :param args: positional arguments of ``RecurrentPPO`` after ``env`` (``learning_rate``, ``n_steps``...)
     :param kwargs: keyword arguments of ``RecurrentPPO``
     """
@@ -85,7 +79,7 @@ class RimPPO(RecurrentPPO):
             raise ValueError(f"batch_size={self.batch_size} must be a multiple of sequence_length={length}")
         super()._setup_model()
         if self.compile_core is None:
-            self.compile_core = os.environ.get(COMPILE_ENV, "1") != "0" and length <= MAX_COMPILED_CHUNK
+            self.compile_core = compile_by_default()
         if self.compile_core:
             for core in (self.policy.lstm_actor, self.policy.lstm_critic):
                 if isinstance(core, RimCore):

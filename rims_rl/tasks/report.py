@@ -71,7 +71,7 @@ def collect(runs_dir: str | Path) -> list[dict]:
 
 def _settings(config: dict) -> dict:
     """The settings that make runs comparable: the config (today's vocabulary, :func:`upgrade_config`) less
-    seed, threads, version and the data folder, flattened (``core.hidden_size``, ``options.train_gap``; a
+    seed, the speed settings (threads, compile), version and the data folder, flattened (``core.hidden_size``, ``options.train_gap``; a
     missing ``lr_schedule`` is the old default, constant). Core sizes are the effective ones, defaults filled
     in: a RIM's mechanism sizes, an LSTM's or GRU's size (``num_units * hidden_size`` unless set), so labels
     read ``core.lstm_hidden_size=192``, not ``default``."""
@@ -81,7 +81,7 @@ def _settings(config: dict) -> dict:
             out.update({f"{key}.{k}": v for k, v in value.items() if k != "data_dir"})
         elif key == "core":
             out.update({f"core.{k}": v for k, v in _core_sizes(config["model"], value).items()})
-        elif key not in ("seed", "num_threads", "task", "model", "version"):
+        elif key not in ("seed", "num_threads", "compile", "task", "model", "version"):
             out[key] = value
     return out
 

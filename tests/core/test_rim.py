@@ -7,6 +7,7 @@ from torch import nn
 from rims_rl import RIM, RIMCell
 from rims_rl.core import CommunicationAttention, InputAttention
 from rims_rl.core.reference import reference_step
+from rims_rl.core.rim import block_length
 
 SMALL = dict(input_key_size=8, input_value_size=12, comm_key_size=4, comm_value_size=5)
 
@@ -27,6 +28,7 @@ CASES = [
     dict(cell="lstm", num_input_heads=4),
     dict(cell="gru", num_input_heads=3, comm_top_k=2),
     dict(cell="lstm", use_communication=False),
+    dict(cell="gru", d=16),  # an input wider than the values (12): the fast path's other matmul order
 ]
 
 
@@ -375,11 +377,12 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell_type, n, heads", [("lstm", 1, 4), ("gru", 3, 1)])  # ~30 s of compilation each
-def test_compiled_sequence_equals_eager(cell_type, n, heads):
-    """``compile_sequence`` (the whole loop under torch.compile, resets by multiplication) gives the eager
+@pytest.mark.parametrize("cell_type, n, heads, block", [("lstm", 1, 4, 2), ("gru", 3, 1, 16)])  # ~30 s each
+def test_compiled_sequence_equals_eager(cell_type, n, heads, block):
+    """``compile_sequence`` (the loop under torch.compile, resets by multiplication) gives the eager
     outputs, active sets, states and gradients, episode starts included: T=4 steps, the RL path (LSTM
-    cells, one element, 4 heads: the fast path) and GRU cells with 3 input elements (the general path)."""
+    cells, one element, 4 heads: the fast path) in two compiled blocks of 2 steps (the state handed from
+    block to block) and GRU cells with 3 input elements (the general path) in one."""
     torch.manual_seed(0)
     kw = dict(
         input_dropout=0.0,
@@ -393,7 +396,7 @@ def test_compiled_sequence_equals_eager(cell_type, n, heads):
     eager = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
     compiled = RIM(5, 3, num_units=4, k_active=2, cell=cell_type, **kw)
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile_sequence(fullgraph=True)  # no graph break anywhere in the loop
+    compiled.compile_sequence(block, fullgraph=True)  # no graph break anywhere in the loop
     xs = torch.randn(4, 2, n, 5) if n > 1 else torch.randn(4, 2, 5)
     starts = torch.tensor([[0, 0], [1, 0], [0, 0], [0, 1]], dtype=torch.float32)
     state = tuple(torch.randn(1, 2, 4, 3) for _ in range(eager.num_states))
@@ -407,6 +410,42 @@ def test_compiled_sequence_equals_eager(cell_type, n, heads):
     torch.testing.assert_close(o1, o2)
     for x, y in zip(s1 + tuple(g1), s2 + tuple(g2)):
         torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize(
+    "t, block, expected",
+    [(5, 16, 5), (16, 16, 16), (196, 16, 14), (40, 16, 10), (361, 16, 16), (37, 16, 13), (5, 2, 1)],
+)
+def test_block_length(t, block, expected):
+    """A compiled sequence longer than ``block`` runs in blocks: the largest divisor of T in [block/2, block]
+    (one graph), else equal blocks and a shorter last one (361 = 22 x 16 + 9; 37 = 2 x 13 + 11)."""
+    assert block_length(t, block) == expected
+
+
+@pytest.mark.parametrize("inference", [True, False])
+def test_compiled_loop_runs_in_blocks_and_skips_inference_when_asked(inference):
+    """The compiled loop is called once per block, the state handed on; with ``inference=False`` calls
+    without gradients (evaluation) run eagerly. A stand-in for the compiled function (the eager loop,
+    counted) keeps this test free of compilation."""
+    rim = RIM(5, 3, num_units=4, k_active=2, input_dropout=0.0, comm_dropout=0.0)
+    xs = torch.randn(6, 2, 5)
+    expected = rim(xs)
+    layer = rim.layers[0].compile_sequence(block=2, inference=inference)
+    calls = []
+
+    def counted(xs, state, keep):
+        calls.append(xs.shape[0])
+        return layer._loop(xs, state, keep)
+
+    layer._compiled_loop = counted
+    out, state, active = rim(xs)
+    assert calls == [2, 2, 2]
+    torch.testing.assert_close(out, expected[0])
+    torch.testing.assert_close(state, expected[1])
+    assert torch.equal(active, expected[2])
+    with torch.no_grad():
+        rim(xs)
+    assert calls == [2, 2, 2] + ([2, 2, 2] if inference else [])
 
 
 def test_a_failing_compilation_falls_back_to_eager():

@@ -262,13 +262,13 @@ def test_state_dict_holds_only_tensors_and_survives_save_load(tmp_path):
     [
         (None, "0", 16, False),
         (None, "1", 16, True),
-        (None, "1", 64, False),
+        (None, "1", 64, True),  # chunks of 64 steps: compiled blocks of 16
         (True, "0", 64, True),
         (False, "1", 16, False),
     ],
 )
 def test_rimppo_compiles_the_rim_loop_unless_switched_off(monkeypatch, compile_core, env_var, n_steps, expected):
-    """On by default for chunks of at most 32 steps (``sequence_length=None`` is the whole rollout here),
+    """On by default for any chunk length (``sequence_length=None`` is the whole rollout here),
     unless ``RIMS_RL_COMPILE=0`` (the tests' conftest sets it); ``compile_core`` decides when given."""
     monkeypatch.setenv("RIMS_RL_COMPILE", env_var)
     env = make_vec_env(lambda: SpacesEnv(box(3), spaces.Discrete(2)), n_envs=2, seed=0)

@@ -17,9 +17,8 @@ OPTIONS = {"copy_length": 2, "train_gap": 3, "num_symbols": 3, "test_gaps": [3, 
 
 
 def _config(**kw):
-    return TrainConfig(
-        task="copying", model="rim", seed=1, steps=6, batch_size=4, eval_every=3, core=CORE, options=OPTIONS, **kw
-    )
+    fields = dict(task="copying", model="rim", seed=1, steps=6, batch_size=4, eval_every=3, core=CORE, options=OPTIONS)
+    return TrainConfig(**{**fields, **kw})
 
 
 def test_run_directory_holds_metrics_events_checkpoint_and_config(tmp_path):
@@ -78,15 +77,40 @@ def test_more_steps_extend_a_finished_run(tmp_path):
     assert [r["step"] for r in rows] == [3, 6, 9]
 
 
-def test_a_finished_run_is_left_as_it_is_and_may_resume_with_other_threads(tmp_path):
+def test_a_finished_run_is_left_as_it_is_and_may_resume_with_other_speed_settings(tmp_path):
     rows = train(_config(num_threads=1), tmp_path, progress=False, log=lambda m: None)
     files = sorted(p.name for p in tmp_path.iterdir())
     messages = []
-    again = train(_config(num_threads=2), tmp_path, progress=False, log=messages.append)
+    again = train(_config(num_threads=2, compile=False), tmp_path, progress=False, log=messages.append)
     assert again == rows and messages == [f"{tmp_path} is finished (step 6); nothing to do"]
     assert sorted(p.name for p in tmp_path.iterdir()) == files  # no new event file either
-    train(TrainConfig(**{**_config(num_threads=2).to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
-    assert json.loads((tmp_path / "config.json").read_text())["num_threads"] == 2  # the thread count it ran with
+    more = TrainConfig(**{**_config(num_threads=2, compile=False).to_dict(), "steps": 9})
+    train(more, tmp_path, progress=False, log=lambda m: None)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["num_threads"] == 2 and saved["compile"] is False  # the settings it ran with
+
+
+@pytest.mark.parametrize("model, env_var, compiled", [("rim", "1", True), ("rim", "0", False), ("lstm", "1", False)])
+def test_prepare_model_compiles_the_rim_for_training_only(monkeypatch, model, env_var, compiled):
+    """The RIM's loop is compiled for training only (evaluation runs eagerly), unless ``compile`` is off or
+    ``RIMS_RL_COMPILE=0``."""
+    monkeypatch.setenv("RIMS_RL_COMPILE", env_var)
+    config = _config(model=model)
+    prepared = training_module.prepare_model(config, config.make_task().make_model())
+    if model == "rim":
+        layer = prepared.core.rnn.layers[0]
+        assert (layer._compiled_loop is not None) == compiled
+        assert layer._compile_inference is not compiled  # evaluation stays eager when compiled
+    off = training_module.prepare_model(_config(model=model, compile=False), config.make_task().make_model())
+    assert all(getattr(m, "_compiled_loop", None) is None for m in off.modules())
+
+
+def test_training_flushes_denormal_floats(tmp_path):
+    """After ``train`` (which calls ``flush_denormals``), a denormal product is zero on this thread."""
+    torch.set_flush_denormal(False)
+    assert torch.tensor([1e-30]) * torch.tensor([1e-10]) != 0  # 1e-40: a denormal float, kept
+    train(_config(steps=1, eval_every=1), tmp_path, progress=False, log=lambda m: None)
+    assert torch.tensor([1e-30]) * torch.tensor([1e-10]) == 0
 
 
 def test_batches_follow_the_model_to_its_device():
@@ -262,6 +286,8 @@ def test_report_labels_name_the_effective_core_sizes():
     )
     rim = _settings({"task": "copying", "model": "rim", "core": {"hidden_size": 100}})
     assert rim["core.hidden_size"] == 100 and rim["core.num_units"] == 6 and "core.lstm_hidden_size" not in rim
+    # speed settings never split runs into variants (configs saved before ``compile`` existed lack it)
+    assert _settings({"model": "rim", "compile": False, "num_threads": 2}) == _settings({"model": "rim"})
 
 
 def test_resume_loads_its_checkpoint_weights_only(tmp_path, monkeypatch):
