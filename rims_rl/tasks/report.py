@@ -71,10 +71,10 @@ def collect(runs_dir: str | Path) -> list[dict]:
 
 def _settings(config: dict) -> dict:
     """The settings that make runs comparable: the config (today's vocabulary, :func:`upgrade_config`) less
-    seed, the speed settings (threads, compile), version and the data folder, flattened (``core.hidden_size``, ``options.train_gap``; a
-    missing ``lr_schedule`` is the old default, constant). Core sizes are the effective ones, defaults filled
-    in: a RIM's mechanism sizes, an LSTM's or GRU's size (``num_units * hidden_size`` unless set), so labels
-    read ``core.lstm_hidden_size=192``, not ``default``."""
+    seed, the speed settings (threads, compile), version and the data folder, flattened
+    (``core.hidden_size``, ``options.train_gap``; a missing ``lr_schedule`` is the old default, constant).
+    Core sizes are the effective ones, defaults filled in: a RIM's mechanism sizes, an LSTM's or GRU's size
+    (``num_units * hidden_size`` unless set), so labels read ``core.lstm_hidden_size=192``, not ``default``."""
     out = {"lr_schedule": "constant"}
     for key, value in config.items():
         if key == "options":
