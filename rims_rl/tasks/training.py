@@ -75,8 +75,8 @@ class TrainConfig:
     :param eval_every: evaluate, log and checkpoint every this many steps (and at the end)
     :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is; a resumed run may change it)
     :param compile: train the RIM's time loop under ``torch.compile`` (:meth:`rims_rl.core.RIM.compile_sequence`,
-        blocks of at most 16 steps; evaluation runs eagerly): about 2x faster per step on a CPU at the paper's
-        sizes, after a first step that compiles (minutes on a CPU). The environment variable
+        blocks of at most 16 steps; evaluation runs eagerly): 1.4-1.8x faster per step on a CPU at the paper's
+        sizes (copying, sequential MNIST), after a first step that compiles (minutes on a CPU). The environment variable
         ``RIMS_RL_COMPILE=0`` turns it off too. Not part of the result: a resumed run may change it
     :param core: :class:`~rims_rl.tasks.models.CoreConfig` fields except ``model``
     :param options: the task's option fields (e.g. ``train_gap`` for copying)
