@@ -311,6 +311,8 @@ def _train(
     torch.manual_seed(config.seed)
     task = config.make_task()  # checks the options (and loads data) before anything is written
     model = prepare_model(config, task.make_model().to(device))  # and the core's sizes
+    if any(getattr(m, "_compiled_loop", None) is not None for m in model.modules()):
+        log("the first training step compiles the RIM loop (minutes on a CPU; --hp compile=false runs it eagerly)")
     stack.enter_context(RunDir(run_dir).lock())  # creates the folder, probed for writing
     atomic_write_text(_json(config.to_dict()), config_path)
     ckpt = (

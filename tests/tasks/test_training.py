@@ -105,6 +105,18 @@ def test_prepare_model_compiles_the_rim_for_training_only(monkeypatch, model, en
     assert all(getattr(m, "_compiled_loop", None) is None for m in off.modules())
 
 
+@pytest.mark.parametrize("compile_", [True, False])
+def test_training_says_when_it_compiles(tmp_path, monkeypatch, compile_):
+    """With the default ``compile: true`` the run says its first step compiles (torch.compile stubbed out
+    here: the loop runs eagerly through the compiled path) and trains; with ``compile: false`` it does not."""
+    monkeypatch.setenv("RIMS_RL_COMPILE", "1")
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    messages = []
+    rows = train(_config(steps=2, eval_every=2, compile=compile_), tmp_path, progress=False, log=messages.append)
+    said = any("the first training step compiles the RIM loop" in m for m in messages)
+    assert said == compile_ and [r["step"] for r in rows] == [2]
+
+
 def test_training_flushes_denormal_floats(tmp_path):
     """After ``train`` (which calls ``flush_denormals``), a denormal product is zero on this thread."""
     torch.set_flush_denormal(False)
