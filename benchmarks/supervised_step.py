@@ -22,9 +22,8 @@ import time
 
 import torch
 
-from rims_rl.core.rim import compile_by_default
 from rims_rl.tasks import TrainConfig
-from rims_rl.tasks.training import flush_denormals, prepare_model, resolve_device, train_step
+from rims_rl.tasks.training import compiles, flush_denormals, prepare_model, resolve_device, train_step
 from rims_rl.utils.config import add_hp_argument, merge, parse_overrides
 
 
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
                 merge({"task": args.task, "model": model, "batch_size": args.batch_size}, overrides)
             )
             results[model] = step_time(config, device, args.repeats)
-            compiled = " (compiled)" if model == "rim" and config.compile and compile_by_default() else ""
+            compiled = " (compiled)" if compiles(config) else ""
             print(
                 f"{args.task} {model}{compiled} B={args.batch_size} {device}, {args.threads} thread(s): "
                 f"{results[model]:.4f} s/step "

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .models import CoreConfig
-from .training import upgrade_config
+from .training import SPEED_SETTINGS, upgrade_config
 
 # The headline metrics per task (paper Table 1 / 2 and Section 4.2), in display order.
 HEADLINE = {
@@ -71,7 +71,7 @@ def collect(runs_dir: str | Path) -> list[dict]:
 
 def _settings(config: dict) -> dict:
     """The settings that make runs comparable: the config (today's vocabulary, :func:`upgrade_config`) less
-    seed, the speed settings (threads, compile), version and the data folder, flattened
+    seed, the speed settings (``SPEED_SETTINGS``), version and the data folder, flattened
     (``core.hidden_size``, ``options.train_gap``; a missing ``lr_schedule`` is the old default, constant).
     Core sizes are the effective ones, defaults filled in: a RIM's mechanism sizes, an LSTM's or GRU's size
     (``num_units * hidden_size`` unless set), so labels read ``core.lstm_hidden_size=192``, not ``default``."""
@@ -81,7 +81,7 @@ def _settings(config: dict) -> dict:
             out.update({f"{key}.{k}": v for k, v in value.items() if k != "data_dir"})
         elif key == "core":
             out.update({f"core.{k}": v for k, v in _core_sizes(config["model"], value).items()})
-        elif key not in ("seed", "num_threads", "compile", "task", "model", "version"):
+        elif key not in ("seed", "task", "model", "version", *SPEED_SETTINGS):
             out[key] = value
     return out
 

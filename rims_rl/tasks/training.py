@@ -39,8 +39,10 @@ __all__ = [
     "LOCK_FILE",
     "LR_SCHEDULES",
     "PRESETS_DIR",
+    "SPEED_SETTINGS",
     "TASKS",
     "TrainConfig",
+    "compiles",
     "flush_denormals",
     "load_preset",
     "prepare_model",
@@ -50,6 +52,9 @@ __all__ = [
     "upgrade_config",
 ]
 TASKS: dict[str, type[SupervisedTask]] = {t.name: t for t in (CopyingTask, MnistTask, BallsTask)}
+#: :class:`TrainConfig` fields that change a run's speed, not its result: a run may resume with them changed,
+#: and the report never tells runs apart by them
+SPEED_SETTINGS = ("num_threads", "compile")
 #: the vocabulary of configs written now (:attr:`TrainConfig.version`)
 CONFIG_VERSION = 2
 #: version-1 names of ``core`` keys -> today's (applied at once: v1 ``hidden_size`` is the baseline's size)
@@ -243,15 +248,20 @@ def flush_denormals() -> None:
         )
 
 
+def compiles(config: TrainConfig) -> bool:
+    """Whether a run of ``config`` compiles its RIM loop: a RIM with ``compile`` on, unless ``RIMS_RL_COMPILE=0``."""
+    return config.model == "rim" and config.compile and compile_by_default()
+
+
 def prepare_model(config: TrainConfig, model: SequenceModel) -> SequenceModel:
-    """With ``config.compile`` (and unless ``RIMS_RL_COMPILE=0``), compile the RIM's loop for training
-    (:meth:`rims_rl.core.RIM.compile_sequence`, ``inference=False``: evaluations run eagerly).
+    """Where :func:`compiles`, compile the RIM's loop for training (:meth:`rims_rl.core.RIM.compile_sequence`,
+    ``inference=False``: evaluations run eagerly).
 
     :param config: the run's config
     :param model: the task's model
     :return: ``model``
     """
-    if config.compile and compile_by_default() and model.core.kind == "rim":
+    if compiles(config):
         model.core.rnn.compile_sequence(inference=False)
     return model
 
@@ -290,7 +300,7 @@ def _train(
     if config_path.exists():
         saved = _normalise(TrainConfig.from_saved(json.loads(config_path.read_text())))  # fills new defaults
         # more (or fewer) steps may be asked, and other speed settings (like the device)
-        speed = {"num_threads": config.num_threads, "compile": config.compile}  # not part of the result
+        speed = {key: getattr(config, key) for key in SPEED_SETTINGS}  # not part of the result
         if {**saved, "steps": config.steps, **speed} != _normalise(config):
             raise ValueError(
                 f"{run_dir} holds a run with a different config; use another run directory "
@@ -311,7 +321,7 @@ def _train(
     torch.manual_seed(config.seed)
     task = config.make_task()  # checks the options (and loads data) before anything is written
     model = prepare_model(config, task.make_model().to(device))  # and the core's sizes
-    if any(getattr(m, "_compiled_loop", None) is not None for m in model.modules()):
+    if compiles(config):
         log("the first training step compiles the RIM loop (minutes on a CPU; --hp compile=false runs it eagerly)")
     stack.enter_context(RunDir(run_dir).lock())  # creates the folder, probed for writing
     atomic_write_text(_json(config.to_dict()), config_path)
