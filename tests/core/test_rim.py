@@ -29,6 +29,7 @@ CASES = [
     dict(cell="gru", num_input_heads=3, comm_top_k=2),
     dict(cell="lstm", use_communication=False),
     dict(cell="gru", d=16),  # an input wider than the values (12): the fast path's other matmul order
+    dict(cell="lstm", num_input_heads=2, query_bias=False),  # the folded score without its bias term
 ]
 
 
