@@ -7,6 +7,7 @@ Run (one torch thread per cell; ``--workers`` cells at a time, each in its own p
     python benchmarks/ppo_memory.py --tasks RepeatFirstEasy --agents rim lstm --seeds 0 --timesteps 20000
     python benchmarks/ppo_memory.py --variant iv64='{"rim_kwargs": {"input_value_size": 64}}' --agents iv64
     python benchmarks/ppo_memory.py --report                        # results/memory/summary.{md,csv,png}
+    python benchmarks/ppo_memory.py --speed 8192 --tasks CartPoleNoVel --agents rim lstm contrib   # steps/s only
 
 **Tasks** (``rims_rl.rl.memory_envs.MEMORY_TASKS``): CartPole without velocities (sb3-contrib's memory
 benchmark, 500 steps) and POPGym's easy tasks (Morad et al., ICLR 2023): RepeatPrevious and RepeatFirst
@@ -458,6 +459,30 @@ def plot(rows: list[dict], tasks: list[str], agents: list[str], estimates: dict,
     plt.close(fig)
 
 
+def speed(tasks: list[str], agents: list[AgentSpec], steps: int, repeats: int) -> None:
+    """Print each agent's training env steps/s per task, ``learn(steps)`` timed after a warm-up (two
+    rollouts and updates: the first compiles the RIM loop), the agents interleaved round by round, so a
+    shared machine's changing load falls on all alike; medians over ``repeats`` and the ratio to ``contrib``.
+    One torch thread, seed 0, the suite's settings (see the module docstring).
+    """
+    torch.set_num_threads(1)
+    for task in tasks:
+        models = {a.label: build(a, make_env(task, 0), 0) for a in agents}
+        for model in models.values():
+            model.learn(2 * N_ENVS * HYPERPARAMS["n_steps"])
+        rates = {label: [] for label in models}
+        for _ in range(repeats):
+            for label, model in models.items():
+                t0 = time.perf_counter()
+                model.learn(steps, reset_num_timesteps=False)
+                rates[label].append(steps / (time.perf_counter() - t0))
+        med = {label: float(np.median(r)) for label, r in rates.items()}
+        base = med.get("contrib")
+        for label, rate in med.items():
+            ratio = f" ({rate / base:.2f}x contrib)" if base and label != "contrib" else ""
+            print(f"{task} {label}: {rate:.0f} env steps/s{ratio}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_MEMORY_TASKS), choices=list(MEMORY_TASKS))
@@ -475,6 +500,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="cells run at a time, each in its own process")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder of cells/ and the summary")
     parser.add_argument("--report", action="store_true", help="only write the summary of the finished cells")
+    parser.add_argument(
+        "--speed",
+        type=int,
+        metavar="STEPS",
+        help="only time training: learn(STEPS) per agent and round, after a warm-up, agents interleaved",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of --speed")
     args = parser.parse_args()
     if args.report:
         print(report(args.out))
@@ -488,6 +520,11 @@ def main() -> None:
         raise ValueError(
             f"unknown agents {unknown}; allowed: {', '.join(specs)} (a variant needs --variant LABEL=JSON)"
         )
+    if args.speed is not None:
+        if args.speed < 1 or args.repeats < 1:
+            raise ValueError(f"--speed and --repeats must be positive, got {args.speed} and {args.repeats}")
+        speed(args.tasks, [specs[a] for a in args.agents], args.speed, args.repeats)
+        return
     print(
         f"{sys.argv[0]}: tasks {args.tasks}, agents {args.agents}, seeds {args.seeds}, {args.timesteps} steps",
         flush=True,
