@@ -11,8 +11,8 @@ before the loop. With a single input element the input attention is a 2-way soft
 element and the null element, so the gate input of mechanism u is
 ``W_u·(Σ_h p_h V_h(x) + (1 - p_h) V_h(0)) / heads + b_u``: the products ``W_u V_h(x)`` are one big matmul
 before the loop (one head; with several heads, ``W_v x``, mixed per step by the heads' attention ``p``)
-and each step only scales them by the attention ``p``. The element's score ``q·k = h·(W_q k) + b_q·k`` has
-its key folded into the query weights before the loop too, so no step computes queries.
+and each step only scales them by the attention ``p``. Under ``torch.compile`` the element's score
+``q·k = h·(W_q k) + b_q·k`` has its key folded into the query weights before the loop too.
 
 The literal definition of one step, one mechanism at a time, is ``rims_rl/core/reference.py``
 (``reference_step``); the tests hold this module equal to it, with and without dropout.
@@ -226,15 +226,6 @@ class RIMCell(nn.Module):
         if xs.shape[2] == 1:  # one element: the 2-way softmax fast path
             x = xs[:, :, 0]  # [T, B, D]
             kx = (att.key(x) * att.scale).unflatten(-1, (heads, att.key_size))  # [T, B, heads, K]
-            # the score q_uh . k_h = h_u . (Wq_uh k_h) + bq_uh . k_h: the keys folded into the query weights
-            # for all steps at once (the FLOPs of the per-step queries, in one matmul), so a step contracts
-            # h [U, B, H] with them instead of computing heads x K queries per mechanism
-            wq = att.query.weight.unflatten(-1, (heads, att.key_size))  # [U, H, heads, K]
-            r = torch.einsum("uihk,tbhk->tubhi", wq, kx).contiguous()  # [T, U, B, heads, H]
-            if att.query.bias is not None:
-                r0 = torch.einsum("uhk,tbhk->tubh", att.query.bias.view(u, heads, att.key_size), kx)
-            else:
-                r0 = r.new_zeros(r.shape[:-1])  # [T, U, B, heads]
             if heads == 1:  # the gate products W_u Wv x of all steps in one matmul: [T, U, B, G*H]
                 w = cell.w_ih.permute(1, 0, 2).flatten(1)  # [V, U*G*H]
                 if x.shape[-1] < att.value_size:  # a narrow input: (Wv^T W) first, D/V of the FLOPs
@@ -252,14 +243,26 @@ class RIMCell(nn.Module):
                 hb, pre["c_in"] = hb + c, None
             else:  # GRU: the input gates stay separate
                 pre["c_in"] = c
-            pre["steps"] = list(zip(r.unbind(0), r0.unbind(0), d.unbind(0)))
-            pre["hw"], pre["hb"] = cell.w_hh, hb  # hidden gates only
+            if torch.compiler.is_compiling():  # the keys folded into the query weights (docs/design.md §2.2)
+                # the score q_uh . k_h = h_u . (Wq_uh k_h) + bq_uh . k_h: Wq_uh k_h for all steps in one
+                # matmul, so a step contracts h [U, B, H] with it instead of computing heads x K queries
+                # (fewer FLOPs per step, more elementwise work: it pays where the elementwise ops fuse)
+                wq = att.query.weight.unflatten(-1, (heads, att.key_size))  # [U, H, heads, K]
+                r = torch.einsum("uihk,tbhk->tubhi", wq, kx)  # [T, U, B, heads, H]
+                if att.query.bias is not None:
+                    r0 = torch.einsum("uhk,tbhk->tubh", att.query.bias.view(u, heads, att.key_size), kx)
+                else:
+                    r0 = r.new_zeros(r.shape[:-1])  # [T, U, B, heads]
+                pre["steps"] = list(zip(r.unbind(0), r0.unbind(0), d.unbind(0)))
+                pre["hw"], pre["hb"] = cell.w_hh, hb  # hidden gates only
+                return pre
+            pre["steps"] = list(zip(kx.unbind(0), d.unbind(0)))
         else:
             keys, values = att.keys_values(xs)  # [T, B, N+1, heads, K], [T, B, N+1, heads, V]
             pre["steps"] = list(zip(keys.unbind(0), values.unbind(0)))
-            qb = att.query.bias if att.query.bias is not None else hb.new_zeros(u, 1, q_size)
-            pre["hw"] = torch.cat([att.query.weight, cell.w_hh], -1)  # queries and hidden gates: one bmm per step
-            pre["hb"] = torch.cat([qb, hb], dim=-1)  # query bias and hidden-gate bias [U, 1, heads*K + G*H]
+        qb = att.query.bias if att.query.bias is not None else hb.new_zeros(u, 1, q_size)
+        pre["hw"] = torch.cat([att.query.weight, cell.w_hh], -1)  # queries and hidden gates: one bmm per step
+        pre["hb"] = torch.cat([qb, hb], dim=-1)  # query bias and hidden-gate bias [U, 1, heads*K + G*H]
         return pre
 
     def _step(self, pre: dict, step_in: tuple, state: State) -> tuple[State, torch.Tensor]:
@@ -269,12 +272,20 @@ class RIMCell(nn.Module):
         :return: the new state and the active mask [U, B]
         """
         att, cell, comm = self.input_attention, self.cell, self.communication
+        heads, q_size = att.num_heads, att.num_heads * att.key_size
+        if len(step_in) == 3:  # one element, its key folded into the query weights: hidden gates only
+            r, r0, d = step_in
+            gh = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # [U, B, G*H]
+            score = (state[0].unsqueeze(-2) * r).sum(-1) + r0  # the element's, [U, B, heads]
+        else:
+            proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # queries and hidden gates, [U, B, heads*K + G*H]
+            q, gh = proj.split([q_size, proj.shape[-1] - q_size], dim=-1)
+            if "c_in" in pre:  # one element: its key [B, heads, K]
+                kx, d = step_in
+                score = (q.unflatten(-1, (heads, att.key_size)) * kx).sum(-1)
         if "c_in" in pre:  # one input element: the fast path
             # gate input = W_u sum_h [p_h V_h(x) + (1 - p_h) V_h(0)] / heads + b = W_u sum_h p_h Wv_h x / heads + c
-            r, r0, d = step_in
-            heads = att.num_heads
-            gh = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # hidden gates [U, B, G*H]
-            p = ((state[0].unsqueeze(-2) * r).sum(-1) + r0).sigmoid()  # on the element, [U, B, heads]
+            p = score.sigmoid()  # attention on the element, [U, B, heads]
             active = select_active(p.sum(-1) if heads > 1 else p[..., 0], self.k_active, largest=True)
             c_in = pre["c_in"]  # c where it is not already in the hidden bias (GRU), else None
             if "null_gates" in pre:  # dropout: px and p0 no longer sum to 1, so the null values' terms
@@ -295,9 +306,6 @@ class RIMCell(nn.Module):
                 gi = torch.bmm(torch.einsum("ubh,bhv->ubv", p / heads, d), cell.w_ih)
             gi = gi if c_in is None or gi is None else gi + c_in
         else:
-            proj = torch.baddbmm(pre["hb"], state[0], pre["hw"])  # queries and hidden gates, [U, B, heads*K + G*H]
-            q_size = att.num_heads * att.key_size
-            q, gh = proj.split([q_size, proj.shape[-1] - q_size], dim=-1)
             attended, null_prob = att.attend(q, *step_in)
             active = select_active(null_prob, self.k_active)
             gi = cell.input_gates(attended)

@@ -382,8 +382,8 @@ def test_bad_inputs_raise_clear_errors():
 def test_compiled_sequence_equals_eager(cell_type, n, heads, block):
     """``compile_sequence`` (the loop under torch.compile, resets by multiplication) gives the eager
     outputs, active sets, states and gradients, episode starts included: T=4 steps, the RL path (LSTM
-    cells, one element, 4 heads: the fast path) in two compiled blocks of 2 steps (the state handed from
-    block to block) and GRU cells with 3 input elements (the general path) in one."""
+    cells, one element, 4 heads: the fast path, whose compiled form folds the key into the query weights)
+    in two compiled blocks of 2 steps (the state handed from block to block) and GRU cells with 3 input elements (the general path) in one."""
     torch.manual_seed(0)
     kw = dict(
         input_dropout=0.0,
