@@ -29,7 +29,7 @@ CASES = [
     dict(cell="gru", num_input_heads=3, comm_top_k=2),
     dict(cell="lstm", use_communication=False),
     dict(cell="gru", d=16),  # an input wider than the values (12): the fast path's other matmul order
-    dict(cell="lstm", num_input_heads=2, query_bias=False),  # the folded score without its bias term
+    dict(cell="lstm", num_input_heads=2, query_bias=False),  # queries without a bias
 ]
 
 
@@ -383,7 +383,8 @@ def test_compiled_sequence_equals_eager(cell_type, n, heads, block):
     """``compile_sequence`` (the loop under torch.compile, resets by multiplication) gives the eager
     outputs, active sets, states and gradients, episode starts included: T=4 steps, the RL path (LSTM
     cells, one element, 4 heads: the fast path, whose compiled form folds the key into the query weights)
-    in two compiled blocks of 2 steps (the state handed from block to block) and GRU cells with 3 input elements (the general path) in one."""
+    in two compiled blocks of 2 steps (the state handed from block to block) and GRU cells with 3 input
+    elements (the general path) in one."""
     torch.manual_seed(0)
     kw = dict(
         input_dropout=0.0,
