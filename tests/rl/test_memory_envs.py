@@ -1,16 +1,18 @@
 """The memory suite's envs (``rims_rl.rl.memory_envs``) and its cell runner (``benchmarks/ppo_memory.py``):
 every task builds and steps with spaces SB3 takes, its random-policy reference holds, an agent trains on
-a POPGym task end to end, and a finished cell is never run again."""
+a POPGym task end to end, a finished cell is never run again, and `--speed` times the agents."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.env_checker import check_env
 
@@ -91,6 +93,21 @@ def test_cell_trains_rimppo_on_popgym_then_a_rerun_skips_it(suite, tmp_path, mon
         suite.run_suite(["CountRecallEasy"], [changed], [0], timesteps=1024, eval_episodes=4, out=tmp_path)
     with pytest.raises(ValueError, match="another --out"):
         suite.run_suite(["CountRecallEasy"], [agent], [0], timesteps=2048, eval_episodes=4, out=tmp_path)
+
+
+def test_speed_prints_each_agents_rate_and_its_ratio_to_contrib(suite, capsys):
+    """``--speed``: every agent trained and timed, its env steps/s printed with the ratio to sb3-contrib's."""
+    threads = torch.get_num_threads()
+    try:
+        agents = [suite.AgentSpec("lstm", "lstm"), suite.AgentSpec("contrib", "contrib")]
+        suite.speed(["CountRecallEasy"], agents, steps=1024, repeats=1)
+    finally:
+        torch.set_num_threads(threads)  # speed() runs on one thread, as the suite's cells do
+    out = capsys.readouterr().out
+    rates = {agent: int(rate) for agent, rate in re.findall(r"CountRecallEasy (\w+): (\d+) env steps/s", out)}
+    assert set(rates) == {"lstm", "contrib"} and min(rates.values()) > 0
+    ratio = float(re.search(r"lstm: \d+ env steps/s \(([\d.]+)x contrib\)", out).group(1))
+    assert ratio == pytest.approx(rates["lstm"] / rates["contrib"], rel=0.02)
 
 
 def test_variant_is_the_rim_agent_with_its_arguments(suite):
