@@ -35,6 +35,9 @@ State = tuple[torch.Tensor, ...]
 MAX_COMPILED_BLOCK = 16
 #: environment variable: ``0`` turns the trainers' default compilation of the RIM loop off (the tests set it)
 COMPILE_ENV = "RIMS_RL_COMPILE"
+#: inductor options for a loop compiled on a CPU: a C++ wrapper calls the graph's kernels with no Python between
+#: them (the RL training chunk 0.8-0.9x the time, the same kernels and results; docs/design.md §2.2)
+CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
 def compile_by_default() -> bool:
@@ -183,11 +186,16 @@ class RIMCell(nn.Module):
         :param inference: also compile the calls that record no gradient (acting, evaluation); ``False``
             runs them eagerly (an evaluation at several sequence lengths would compile graphs of its own)
         :param compile_kwargs: go to ``torch.compile`` (default ``fullgraph=False``: past dynamo's
-            recompile limit, e.g. many configurations in one process, the loop runs eagerly instead of failing)
+            recompile limit, e.g. many configurations in one process, the loop runs eagerly instead of failing;
+            for a layer on a CPU and no ``mode``, ``options`` start from :data:`CPU_COMPILE_OPTIONS`:
+            ``options={"cpp_wrapper": False}`` turns the C++ wrapper off)
         :return: ``self``
         """
         _check_positive(block=block)
-        self._compiled_loop = torch.compile(self._loop, **{"fullgraph": False, **compile_kwargs})
+        kwargs = {"fullgraph": False, **compile_kwargs}
+        if "mode" not in kwargs and next(self.parameters()).device.type == "cpu":  # on the device it compiles for
+            kwargs["options"] = {**CPU_COMPILE_OPTIONS, **(kwargs.get("options") or {})}
+        self._compiled_loop = torch.compile(self._loop, **kwargs)
         self._compiled_block, self._compile_inference = block, inference
         return self
 

@@ -450,6 +450,27 @@ def test_compiled_loop_runs_in_blocks_and_skips_inference_when_asked(inference):
     assert calls == [2, 2, 2] + ([2, 2, 2] if inference else [])
 
 
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, {"fullgraph": False, "options": {"cpp_wrapper": True}}),
+        ({"options": {"cpp_wrapper": False}}, {"fullgraph": False, "options": {"cpp_wrapper": False}}),
+        (
+            {"fullgraph": True, "options": {"max_autotune": True}},
+            {"fullgraph": True, "options": {"cpp_wrapper": True, "max_autotune": True}},
+        ),
+        ({"mode": "max-autotune"}, {"fullgraph": False, "mode": "max-autotune"}),  # mode and options exclude each other
+    ],
+)
+def test_compile_sequence_uses_the_cpp_wrapper_on_a_cpu(monkeypatch, kwargs, expected):
+    """On a CPU the loop compiles with inductor's C++ wrapper unless the caller's options or mode say otherwise
+    (torch.compile stubbed out: the arguments it gets)."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    RIM(5, 3, num_units=4, k_active=2).compile_sequence(**kwargs)
+    assert seen == [expected]
+
+
 def test_a_failing_compilation_falls_back_to_eager():
     """Where torch.compile cannot run (no C++ compiler, say), the RIM warns once and runs eagerly."""
     rim = RIM(5, 3, num_units=4, k_active=2)
