@@ -36,7 +36,7 @@ MAX_COMPILED_BLOCK = 16
 #: environment variable: ``0`` turns the trainers' default compilation of the RIM loop off (the tests set it)
 COMPILE_ENV = "RIMS_RL_COMPILE"
 #: inductor options for a loop compiled on a CPU: a C++ wrapper calls the graph's kernels with no Python between
-#: them (the RL training chunk 0.8-0.9x the time, the same kernels and results; docs/design.md §2.2)
+#: them (the RL training chunk 0.8-0.9x the time, the same kernels and results; docs/design.md §2.6)
 CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
