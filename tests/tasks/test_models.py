@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rims_rl.tasks import CopyingTask, TrainConfig, copying_batch, copying_metrics
-from rims_rl.tasks.balls import BallsTask, rollout_bce
+from rims_rl.tasks.balls import BallsTask, frame_bce, rollout_bce
 from rims_rl.tasks.mnist import MnistTask, save_idx
 
 SMALL = {"num_units": 4, "k_active": 2, "hidden_size": 16, "input_value_size": 32}
@@ -85,6 +85,40 @@ def test_rollout_starts_where_teacher_forcing_ends(tmp_path):
     assert abs(rollout[1].item() - one_step[3].item()) > 1e-3  # then it sees its own prediction, not the true frame
 
 
+def test_closed_loop_training_feeds_the_model_its_own_predictions(tmp_path):
+    """With ``closed_loop`` (the default) a training sequence gives the true frames[:context], then the sigmoid of the
+    model's last prediction, one frame at a time, and the gradient flows back through what was fed."""
+    task = _task("balls", "lstm", tmp_path)  # seq_len 6, context 3
+    net = task.make_model()
+    frames = task.sample_batch(2, torch.Generator().manual_seed(0))  # [6, 2, 12, 12]
+    seen, outs, forward = [], [], net.forward
+
+    def spy(x, state=None):
+        out = forward(x, state)
+        seen.append(x)
+        outs.append(out[0])
+        return out
+
+    net.forward = spy
+    loss, extra = task.loss(net, frames)
+    assert [len(x) for x in seen] == [3, 1, 1] and torch.equal(seen[0], frames[:3])
+    for i in (1, 2):  # predictions of frames[4] and frames[5] from the model's own frames 3 and 4
+        assert torch.equal(seen[i][0], torch.sigmoid(outs[i - 1][-1]))
+    grad = torch.autograd.grad(outs[2].sum(), outs[0], retain_graph=True)[0]  # frame 5's logits back to the first call
+    assert grad[:-1].abs().sum() == 0 and grad[-1].abs().sum() > 0  # through the fed-back prediction of frame 3 only
+    bce = frame_bce(torch.cat(outs), frames[1:]).mean(1)
+    assert loss.item() == pytest.approx(bce.mean().item()) and extra["closed_loop_bce"] == pytest.approx(
+        bce[3:].mean().item()
+    )
+    teacher = BallsTask({**vars(task.options), "closed_loop": False}, task.core)
+    net.forward = forward
+    assert teacher.loss(net, frames)[0].item() == pytest.approx(
+        frame_bce(net(frames[:-1])[0], frames[1:]).mean().item()
+    )
+    with pytest.raises(ValueError, match=r"closed_loop training needs context in 1\.\.4 \(seq_len - 2\), got 5"):
+        BallsTask({**vars(task.options), "context": 5}, task.core)
+
+
 def test_curtain_metrics_are_finite_and_leave_the_plain_test_sets_unchanged(tmp_path):
     torch.manual_seed(0)
     task = _task("balls", "rim", tmp_path)  # curtain_balls: the default, (3,)
@@ -138,6 +172,7 @@ def test_curtain_rollout_bce_is_scored_against_the_hidden_balls_as_background(tm
     scores["blank"] = task.evaluate(blank, torch.Generator().manual_seed(1))
     bce = {name: s["balls3_curtain/rollout_bce"] for name, s in scores.items()}
     assert bce["exact"] + 1.0 < bce["see_through"] < bce["blank"], bce  # exact: the antialiased edges' entropy
+    assert bce["exact"] < scores["exact"]["balls3_curtain/mean_frame_bce"] < bce["blank"]  # a model-free reference
     assert scores["exact"]["balls3/rollout_bce"] == pytest.approx(scores["see_through"]["balls3/rollout_bce"])
 
 
