@@ -34,6 +34,8 @@ from .models import MODELS, SequenceModel, drop_parameters_absent_from
 from .task import SupervisedTask
 
 LR_SCHEDULES = ("constant", "cosine")
+#: a checkpoint (without an evaluation) at least this often, in seconds of training, between evaluations
+CHECKPOINT_SECONDS = 600.0
 __all__ = [
     "CONFIG_VERSION",
     "LOCK_FILE",
@@ -77,7 +79,8 @@ class TrainConfig:
         ``lr * (1 + cos(pi * step / steps)) / 2``; a function of the step, so a resumed run follows it
         exactly, but extending a finished cosine run to more steps raises the rate again)
     :param grad_clip: gradient-norm clip (``None`` = off)
-    :param eval_every: evaluate, log and checkpoint every this many steps (and at the end)
+    :param eval_every: evaluate, log and checkpoint every this many steps (and at the end); between evaluations
+        a checkpoint every :data:`CHECKPOINT_SECONDS` of training, so a killed run loses at most that much
     :param num_threads: ``torch.set_num_threads`` (``None`` = leave as is; a resumed run may change it)
     :param compile: train the RIM's time loop under ``torch.compile`` (:meth:`rims_rl.core.RIM.compile_sequence`,
         blocks of at most 16 steps; evaluation runs eagerly): 1.4-1.8x faster per step on a CPU at the paper's
@@ -361,6 +364,12 @@ def _train(
                 writer.add_scalar(k, v, step)
         writer.flush()
         _write_metrics(run_dir, rows)
+        save(train_loss)
+
+    def save(train_loss: float) -> None:
+        nonlocal saved_at
+        saved_at = time.monotonic()
+        writer.flush()
         atomic_torch_save(
             {
                 "model": model.state_dict(),
@@ -377,6 +386,7 @@ def _train(
             ckpt_path,
         )
 
+    saved_at = time.monotonic()
     model.train()
     bar = tqdm(
         total=config.steps, initial=step, disable=not progress, desc=f"{config.task}/{config.model}", dynamic_ncols=True
@@ -402,6 +412,8 @@ def _train(
             evaluate_and_save(running)
             line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items())
             bar.write(line) if progress else log(line)
+        elif time.monotonic() - saved_at >= CHECKPOINT_SECONDS:  # long evaluation intervals lose little when killed
+            save(running)
     bar.close()
     writer.close()
     return rows

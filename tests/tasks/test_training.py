@@ -41,8 +41,13 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, schedule):
+@pytest.mark.parametrize(
+    "schedule, checkpoint_seconds, resumed_at", [("constant", 600, 3), ("cosine", 600, 3), ("constant", 0, 4)]
+)
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, schedule, checkpoint_seconds, resumed_at):
+    """Killed during step 5: it resumes from the evaluation's checkpoint at step 3 or, with checkpoints due at every
+    step between evaluations (``CHECKPOINT_SECONDS`` 0), from step 4, and ends as an uninterrupted run does."""
+    monkeypatch.setattr(training_module, "CHECKPOINT_SECONDS", checkpoint_seconds)
     full = train(_config(lr_schedule=schedule), tmp_path / "full", progress=False, log=lambda m: None)
 
     calls = {"n": 0}
@@ -50,7 +55,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, schedule
     class Dies(CopyingTask):
         def loss(self, model, batch):
             calls["n"] += 1
-            if calls["n"] == 5:  # killed during step 5, after the checkpoint at step 3
+            if calls["n"] == 5:  # killed during step 5
                 raise _Killed
             return super().loss(model, batch)
 
@@ -60,7 +65,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, schedule
     monkeypatch.setitem(training_module.TASKS, "copying", CopyingTask)
     messages = []
     resumed = train(_config(lr_schedule=schedule), tmp_path / "killed", progress=False, log=messages.append)
-    assert messages[0] == f"resumed {tmp_path / 'killed'} at step 3/6 on cpu"
+    assert messages[0] == f"resumed {tmp_path / 'killed'} at step {resumed_at}/6 on cpu"
     assert messages[1].startswith("step=6 ")  # one line per evaluation without a progress bar
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full)  # same data stream, dropout and weights after the resume
