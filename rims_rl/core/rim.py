@@ -299,13 +299,11 @@ class RIMCell(nn.Module):
             if "null_gates" in pre:  # dropout: px and p0 no longer sum to 1, so the null values' terms
                 # sum_h (px_h + p0_h - 1) W_u V_h(0) / heads join c
                 px, p0 = att.dropout(p), att.dropout(1.0 - p)
-                if heads == 1 and c_in is None:  # LSTM: [U, B, 1] x [U, 1, G*H] products into the hidden gates
-                    gi, gh = None, torch.addcmul(torch.addcmul(gh, px, d), px + p0 - 1.0, pre["null_gates"])
-                elif heads == 1:  # broadcast products, not a bmm with an inner size of 1
-                    gi = torch.addcmul(px * d, px + p0 - 1.0, pre["null_gates"])
+                if heads == 1:
+                    gx = px * d
                 else:
                     gx = torch.bmm(torch.einsum("ubh,bhv->ubv", px / heads, d), cell.w_ih)
-                    gi = torch.baddbmm(gx, px + p0 - 1.0, pre["null_gates"])
+                gi = torch.baddbmm(gx, px + p0 - 1.0, pre["null_gates"])
             elif heads == 1 and c_in is None:  # LSTM: add p * d straight to the hidden gates
                 gi, gh = None, torch.addcmul(gh, p, d)
             elif heads == 1:
