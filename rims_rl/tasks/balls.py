@@ -150,6 +150,24 @@ def frame_bce(logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, frames, reduction="none").sum((-2, -1))
 
 
+def closed_loop_logits(model, frames: torch.Tensor, context: int) -> torch.Tensor:
+    """The model's predictions of frames[1:] when it sees the true frames[:context] and then, one frame at a time,
+    its own last prediction (the sigmoid of its logits; gradients flow through it when enabled).
+
+    :param model: a :class:`BallsModel`
+    :param frames: [T, B, S, S], T > context
+    :param context: true frames given
+    :return: logits [T-1, B, S, S]; the first ``context`` are teacher-forced
+    """
+    logits, state, _ = model(frames[:context])  # predictions of frames[1 : context + 1]
+    outputs, last = [logits], logits[-1]
+    for _ in range(len(frames) - 1 - context):  # predictions of frames[context + 1 :], each from the one before
+        out, state, _ = model(torch.sigmoid(last).unsqueeze(0), state)
+        outputs.append(out)
+        last = out[0]
+    return torch.cat(outputs)
+
+
 @torch.no_grad()
 def rollout_bce(model, frames: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-loop rollout: the model sees the true first ``context`` frames, then its own predictions.
@@ -164,14 +182,8 @@ def rollout_bce(model, frames: torch.Tensor, context: int) -> tuple[torch.Tensor
         raise ValueError(f"context must be in 1..{len(frames) - 1}, got {context}")
     logits, _, _ = model(frames[:-1])
     one_step = frame_bce(logits, frames[1:]).mean(1)
-    logits, state, _ = model(frames[:context])
-    last, rollout = logits[-1], []
-    for t in range(context, len(frames)):
-        rollout.append(frame_bce(last, frames[t]).mean(0))
-        if t + 1 < len(frames):
-            out, state, _ = model(torch.sigmoid(last).unsqueeze(0), state)
-            last = out[0]
-    return one_step, torch.stack(rollout)
+    rollout = frame_bce(closed_loop_logits(model, frames, context)[context - 1 :], frames[context:]).mean(1)
+    return one_step, rollout
 
 
 @dataclass
@@ -258,13 +270,7 @@ class BallsTask(SupervisedTask):
         if not self.options.closed_loop:
             logits, _, _ = model(frames[:-1])
             return frame_bce(logits, frames[1:]).mean(), {}
-        logits, state, _ = model(frames[:c])  # predictions of frames[1 : c + 1]
-        outputs, last = [logits], logits[-1]
-        for _ in range(len(frames) - 1 - c):  # predictions of frames[c + 1 :], each from the one before
-            out, state, _ = model(torch.sigmoid(last).unsqueeze(0), state)
-            outputs.append(out)
-            last = out[0]
-        bce = frame_bce(torch.cat(outputs), frames[1:]).mean(1)  # [T-1]
+        bce = frame_bce(closed_loop_logits(model, frames, c), frames[1:]).mean(1)  # [T-1]
         return bce.mean(), {"closed_loop_bce": bce[c:].mean().item()}
 
     @torch.no_grad()
