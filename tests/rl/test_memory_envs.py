@@ -148,3 +148,23 @@ def test_report_aggregates_the_suite_agents_with_every_seed_on_every_task(suite,
     assert set(rows) == {"agent", "rim", "lstm", "ppo"}  # the header and the three complete suite agents
     assert rows["lstm"].startswith("| lstm | 1.000 [1.000, 1.000]") and rows["ppo"].startswith("| ppo | 0.000")
     assert (tmp_path / "summary.csv").exists() and (tmp_path / "summary.png").exists()
+
+
+def test_recall_benchmark_targets_and_cores():
+    """``benchmarks/recall_learning.py``: RepeatPrevious targets are the symbol 4 steps back, RepeatFirst targets the
+    first symbol, nothing is scored before; every named core builds with the setting its name says."""
+    path = BENCHMARK.with_name("recall_learning.py")
+    spec = importlib.util.spec_from_file_location("recall_learning", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for task, start in (("previous", module.LAG), ("first", 1)):
+        xs, ys = module.make_batch(8, torch.Generator().manual_seed(0), task)
+        symbols = xs.argmax(-1)  # [T, B]
+        assert module.first_target(task) == start and (ys[:start] == -100).all()
+        want = symbols[: -module.LAG] if task == "previous" else symbols[:1].expand(len(symbols) - 1, -1)
+        assert torch.equal(ys[start:], want)
+    cores = {name: module.make_core(name)[0] for name in module.CORES}
+    cell = {name: core.layers[0] for name, core in cores.items() if name != "lstm"}
+    assert [cell[n].k_active for n in ("rim", "rim-k6", "rim-k4")] == [5, 6, 4]
+    assert cell["rim-noqb"].input_attention.query.bias is None and cell["rim"].input_attention.query.bias is not None
+    assert cell["rim-nocomm"].communication is None and cell["rim-h1"].input_attention.num_heads == 1
