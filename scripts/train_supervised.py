@@ -3,6 +3,7 @@
     python scripts/train_supervised.py --task copying --model rim --seed 0 --run-dir runs/copying-rim-s0
     python scripts/train_supervised.py --task mnist --model lstm --data-dir PATH/TO/MNIST
     python scripts/train_supervised.py --resume runs/copying-rim-s0      # continue a killed run
+    python scripts/train_supervised.py --resume runs/copying-rim-s0 --status   # finished, busy or todo
 
 Any setting of the run's config (:class:`rims_rl.tasks.TrainConfig`): ``--hp KEY=VALUE``, the same dotted
 overrides as ``train_ppo.py``'s, e.g. ``--hp options.train_gap=50 core.hidden_size=64 grad_clip=null``
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from rims_rl.tasks import TASKS, TrainConfig, train
 from rims_rl.tasks.models import MODELS
-from rims_rl.tasks.training import LR_SCHEDULES, load_preset, resolve_device
+from rims_rl.tasks.training import LR_SCHEDULES, load_preset, resolve_device, run_status
 from rims_rl.utils.config import add_hp_argument, merge, parse_overrides
 
 
@@ -43,6 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", help="output folder (default runs/<task>-<model>-s<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR with its saved config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="only print what training would do: finished, busy (another process trains it) or todo",
+    )
     return p.parse_args(argv)
 
 
@@ -77,6 +83,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config, run_dir = build_config(args)
+        if args.status:
+            print(run_status(config, run_dir))
+            return 0
         rows = train(config, run_dir, progress=not args.no_progress, device=resolve_device(args.device))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -269,6 +269,30 @@ def prepare_model(config: TrainConfig, model: SequenceModel) -> SequenceModel:
     return model
 
 
+def _metrics(run_dir: Path) -> list[dict]:
+    """The run's evaluation rows (``metrics.json``; ``[]`` before its first evaluation)."""
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _finished(rows: list[dict], steps: int) -> bool:
+    """Whether a run with these evaluation rows has trained ``steps`` steps."""
+    return bool(rows) and rows[-1]["step"] >= steps
+
+
+def run_status(config: TrainConfig, run_dir: str | Path) -> str:
+    """What :func:`train` would do with ``config`` in ``run_dir``, without doing it (the queue's check). It does
+    not compare configs: :func:`train` refuses a directory that holds another one.
+
+    :return: ``"finished"`` (its last evaluation reached ``config.steps``: nothing to do), ``"busy"`` (another
+        process holds its lock: refused) or ``"todo"`` (train or resume it)
+    """
+    run_dir = Path(run_dir)
+    if _finished(_metrics(run_dir), config.steps):
+        return "finished"
+    return "busy" if RunDir(run_dir).in_use() else "todo"
+
+
 def train(
     config: TrainConfig, run_dir: str | Path, progress: bool = True, log=print, device: str | torch.device = "cpu"
 ) -> list[dict]:
@@ -309,12 +333,11 @@ def _train(
                 f"{run_dir} holds a run with a different config; use another run directory "
                 f"or resume it with its own config ({config_path})"
             )
-        metrics_path = run_dir / "metrics.json"
-        rows = json.loads(metrics_path.read_text()) if metrics_path.exists() else []
-        if rows and rows[-1]["step"] >= config.steps:  # finished, with or without its checkpoint
+        rows = _metrics(run_dir)
+        if _finished(rows, config.steps):  # with or without its checkpoint
             log(f"{run_dir} is finished (step {rows[-1]['step']}); nothing to do")
             return rows
-        if metrics_path.exists() and not ckpt_path.exists():  # results kept without their checkpoint
+        if (run_dir / "metrics.json").exists() and not ckpt_path.exists():  # results kept without their checkpoint
             raise ValueError(
                 f"{run_dir} holds metrics up to step {rows[-1]['step'] if rows else 0} but no "
                 f"checkpoint.pt to resume from; use another run directory"

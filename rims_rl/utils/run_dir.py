@@ -308,6 +308,14 @@ class RunDir:
         atomic_write_text(yaml.safe_dump(run_config, sort_keys=False), self.config_path)
 
     # -- lock -----------------------------------------------------------------------------------
+    def in_use(self) -> bool:
+        """Whether another process (or another ``RunDir``/:func:`try_lock`) holds the run's lock, so that
+        :meth:`lock` would raise :class:`RunInUseError`; nothing is created."""
+        if self._lock_depth or not (self.path / LOCK_FILE).is_file():
+            return False
+        with try_lock(self.path / LOCK_FILE) as held:
+            return not held
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
         """Hold the run's lock (``.lock``) for the ``with`` block, creating the folder if missing; nested

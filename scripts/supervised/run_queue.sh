@@ -15,17 +15,14 @@ cd "$(dirname "$0")/../.."  # the repository root (this script is in scripts/sup
 T="python scripts/train_supervised.py --threads 1 --no-progress"
 M=${MNIST_DIR:+--data-dir $MNIST_DIR}
 R=results/supervised/runs
-finished() {  # the run's last evaluation reached its configured steps (train_supervised.py would do nothing)
-  python -c 'import json, sys; m = json.load(open(sys.argv[1] + "/metrics.json")); c = json.load(open(sys.argv[1] + "/config.json"))
-sys.exit(0 if m and m[-1]["step"] >= c["steps"] else 1)' "$1" 2>/dev/null
-}
-busy() {  # another worker holds the run's lock (train_supervised.py would refuse it)
-  [ -e "$1/.lock" ] && ! flock -n "$1/.lock" true
-}
 run() {
   name=$1; shift
-  if finished $R/$name; then echo "=== $(date +%T) $name finished"; return; fi  # its committed train.log stays as it is
-  if busy $R/$name; then echo "=== $(date +%T) $name in use by another worker"; return; fi
+  # what train_supervised.py would do with these arguments: finished (nothing), busy (another worker trains it) or todo
+  status=$($T --run-dir $R/$name "$@" --status 2>/dev/null)
+  case $status in
+    finished) echo "=== $(date +%T) $name finished"; return;;  # its committed train.log stays as it is
+    busy) echo "=== $(date +%T) $name in use by another worker"; return;;
+  esac
   mkdir -p $R/$name; echo "=== $(date +%T) $name"
   $T --run-dir $R/$name "$@" >> $R/$name/train.log 2>&1; rc=$?; echo "=== $(date +%T) $name rc=$rc"
 }

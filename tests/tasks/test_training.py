@@ -164,7 +164,8 @@ def test_atomic_writes_keep_the_old_file_when_a_write_fails(tmp_path):
     assert (tmp_path / "sub" / "t.txt").read_text() == "x"
 
 
-def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
+def _script():
+    """``scripts/train_supervised.py`` as a module."""
     import importlib.util
     from pathlib import Path
 
@@ -173,6 +174,11 @@ def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
+    script = _script()
     cases = [
         (["--task", "sorting"], "unknown task 'sorting'; allowed: ['balls', 'copying', 'mnist']"),
         (["--task", "copying", "--model", "tcn"], "unknown model 'tcn'"),
@@ -290,6 +296,30 @@ def test_a_run_in_use_by_another_process_is_refused(tmp_path):
     assert (tmp_path / "metrics.json").read_text() == before
     rows = train(TrainConfig(**{**_config().to_dict(), "steps": 9}), tmp_path, progress=False, log=lambda m: None)
     assert [r["step"] for r in rows] == [3, 6, 9]  # free again once the lock is released
+
+
+def test_status_says_what_training_would_do_and_changes_nothing(tmp_path, capsys):
+    """``run_status`` (and ``train_supervised.py --status``, the queue's check): todo before a run and for more
+    steps, busy while another process holds the lock, finished once the steps are trained."""
+    from rims_rl.utils import try_lock
+
+    run_dir, more = tmp_path / "run", TrainConfig(**{**_config().to_dict(), "steps": 9})
+    assert training_module.run_status(_config(), run_dir) == "todo" and not run_dir.exists()
+    train(_config(), run_dir, progress=False, log=lambda m: None)
+    files = sorted(p.name for p in run_dir.iterdir())
+    assert training_module.run_status(_config(), run_dir) == "finished"
+    assert training_module.run_status(more, run_dir) == "todo"
+    with try_lock(run_dir / training_module.LOCK_FILE) as locked:  # as another process training it would
+        assert locked and training_module.run_status(more, run_dir) == "busy"
+        assert training_module.run_status(_config(), run_dir) == "finished"
+    assert training_module.run_status(more, run_dir) == "todo"  # free again
+    assert sorted(p.name for p in run_dir.iterdir()) == files
+    script = _script()
+    argv = ["--task", "copying", "--run-dir", str(run_dir), "--seed", "1", "--steps", "6", "--batch-size", "4"]
+    argv += ["--eval-every", "3", "--status", "--hp"] + [f"core.{k}={v}" for k, v in CORE.items()]
+    argv += [f"options.{k}={v}" for k, v in OPTIONS.items()]
+    assert script.main(argv) == 0 and capsys.readouterr().out == "finished\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == files
 
 
 def test_report_labels_name_the_effective_core_sizes():
