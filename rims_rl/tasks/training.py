@@ -218,8 +218,12 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=list)
 
 
+#: a run's evaluation rows, one per evaluation (``metrics.csv`` beside it holds the same)
+METRICS_FILE = "metrics.json"
+
+
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    atomic_write_text(_json(rows), run_dir / "metrics.json")
+    atomic_write_text(_json(rows), run_dir / METRICS_FILE)
     keys = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -271,7 +275,7 @@ def prepare_model(config: TrainConfig, model: SequenceModel) -> SequenceModel:
 
 def _metrics(run_dir: Path) -> list[dict]:
     """The run's evaluation rows (``metrics.json``; ``[]`` before its first evaluation)."""
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS_FILE
     return json.loads(path.read_text()) if path.exists() else []
 
 
@@ -337,7 +341,7 @@ def _train(
         if _finished(rows, config.steps):  # with or without its checkpoint
             log(f"{run_dir} is finished (step {rows[-1]['step']}); nothing to do")
             return rows
-        if (run_dir / "metrics.json").exists() and not ckpt_path.exists():  # results kept without their checkpoint
+        if (run_dir / METRICS_FILE).exists() and not ckpt_path.exists():  # results kept without their checkpoint
             raise ValueError(
                 f"{run_dir} holds metrics up to step {rows[-1]['step'] if rows else 0} but no "
                 f"checkpoint.pt to resume from; use another run directory"

@@ -22,13 +22,18 @@ from rims_rl.rl.memory_envs import random_return
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "ppo_memory.py"
 
 
-@pytest.fixture(scope="module")
-def suite():
-    spec = importlib.util.spec_from_file_location("ppo_memory", BENCHMARK)
+def _load(path: Path):
+    """A benchmark script as a module (registered in ``sys.modules``: its dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return _load(BENCHMARK)
 
 
 @pytest.mark.parametrize("task", list(MEMORY_TASKS))
@@ -153,10 +158,7 @@ def test_report_aggregates_the_suite_agents_with_every_seed_on_every_task(suite,
 def test_recall_benchmark_targets_and_cores():
     """``benchmarks/recall_learning.py``: RepeatPrevious targets are the symbol 4 steps back, RepeatFirst targets the
     first symbol, nothing is scored before; every named core builds with the setting its name says."""
-    path = BENCHMARK.with_name("recall_learning.py")
-    spec = importlib.util.spec_from_file_location("recall_learning", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load(BENCHMARK.with_name("recall_learning.py"))
     for task, start in (("previous", module.LAG), ("first", 1)):
         xs, ys = module.make_batch(8, torch.Generator().manual_seed(0), task)
         symbols = xs.argmax(-1)  # [T, B]
