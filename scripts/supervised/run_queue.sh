@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The supervised experiments, one process at a time (2 shared CPU cores), in priority order.
 # Each run checkpoints at every evaluation and every 10 minutes of training into
-# results/supervised/runs/<name>/checkpoint.pt (not committed) and appends its output to
+# results/supervised/runs/<name>/checkpoint.pt (ignored by git; scripts/supervised/keep_checkpoints.sh commits
+# those of unfinished runs, so that a fresh checkout resumes them) and appends its output to
 # runs/<name>/train.log; re-running this script resumes every unfinished run and skips finished ones. A run
 # locks its directory while it trains, so a second copy of this script (a second worker) skips the run the
 # first is training and takes the next one.
