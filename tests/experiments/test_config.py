@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import yaml
 
 from rims_rl.experiments.config import GridConfig, load_grid
 from rims_rl.rl.config import load_agent
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, load_script
 
 
 def compare_main(argv):
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "scripts" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_script("scripts/compare.py").main(argv)
 
 
 def grid(**changes):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import importlib.util
 import json
 import os
 import signal
@@ -20,16 +19,13 @@ import yaml
 from rims_rl.experiments.aggregate import collect_runs, read_evaluations
 from rims_rl.experiments.config import GridConfig, load_grid
 from rims_rl.experiments.grid import LOCK_FILE, GridResult, _record, read_timing, run_cell, run_grid
+from tests.helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["n_steps=32", "batch_size=32", "n_epochs=1", "sequence_length=8"]
 
 
 def compare_main(argv):
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "scripts" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_script("scripts/compare.py").main(argv)
 
 
 def tiny_grid(folder: Path, timesteps: int, agents=("rim", "lstm")) -> Path:

@@ -4,11 +4,8 @@ a POPGym task end to end, a finished cell is never run again, and `--speed` time
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,22 +15,12 @@ from stable_baselines3.common.env_checker import check_env
 
 from rims_rl.rl import DEFAULT_MEMORY_TASKS, MEMORY_TASKS, make_memory_env
 from rims_rl.rl.memory_envs import random_return
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "ppo_memory.py"
-
-
-def _load(path: Path):
-    """A benchmark script as a module (registered in ``sys.modules``: its dataclasses look their module up)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def suite():
-    return _load(BENCHMARK)
+    return load_script("benchmarks/ppo_memory.py")
 
 
 @pytest.mark.parametrize("task", list(MEMORY_TASKS))
@@ -158,7 +145,7 @@ def test_report_aggregates_the_suite_agents_with_every_seed_on_every_task(suite,
 def test_recall_benchmark_targets_and_cores():
     """``benchmarks/recall_learning.py``: RepeatPrevious targets are the symbol 4 steps back, RepeatFirst targets the
     first symbol, nothing is scored before; every named core builds with the setting its name says."""
-    module = _load(BENCHMARK.with_name("recall_learning.py"))
+    module = load_script("benchmarks/recall_learning.py")
     for task, start in (("previous", module.LAG), ("first", 1)):
         xs, ys = module.make_batch(8, torch.Generator().manual_seed(0), task)
         symbols = xs.argmax(-1)  # [T, B]

@@ -11,6 +11,7 @@ from rims_rl.tasks import TrainConfig, train
 from rims_rl.tasks import training as training_module
 from rims_rl.tasks.copying import CopyingTask
 from rims_rl.utils import atomic_torch_save, atomic_write_text
+from tests.helpers import load_script
 
 CORE = {"num_units": 4, "k_active": 2, "hidden_size": 8, "input_value_size": 16}
 OPTIONS = {"copy_length": 2, "train_gap": 3, "num_symbols": 3, "test_gaps": [3, 6], "eval_sequences": 16}
@@ -166,15 +167,7 @@ def test_atomic_writes_keep_the_old_file_when_a_write_fails(tmp_path):
 
 def _script():
     """``scripts/train_supervised.py`` as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "train_supervised", Path(__file__).parents[2] / "scripts" / "train_supervised.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script("scripts/train_supervised.py")
 
 
 def test_script_reports_bad_input_in_one_line(tmp_path, capsys):
