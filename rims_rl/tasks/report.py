@@ -154,35 +154,39 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def _plot(runs: list[dict], task: str, path: Path) -> None:
+    """The curves of ``task``'s headline metrics: one row of plots per training length (``steps``), so that
+    short runs are not squeezed beside long ones, each row with its own legend on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = HEADLINE[task]
-    variants = sorted({r["variant"] for r in runs if r["task"] == task})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    runs = [r for r in runs if r["task"] == task]
+    variants = sorted({r["variant"] for r in runs})
+    lengths = sorted({r["steps"] for r in runs})
+    fig, axes = plt.subplots(
+        len(lengths), len(metrics), figsize=(4 * len(metrics) + 4, 3.2 * len(lengths)), squeeze=False
+    )
     colours = {"rim": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-    for ax, metric in zip(axes[0], metrics):
-        for run in runs:
-            if run["task"] == task:
-                xs = [r["step"] for r in run["rows"] if metric in r]
-                ys = [r[metric] for r in run["rows"] if metric in r]
-                variant = run["variant"]
-                ax.plot(
-                    xs,
-                    ys,
-                    color=colours.get(run["model"]),
-                    alpha=0.8,
-                    linestyle=["-", "--", ":", "-."][variants.index(variant) % 4],
-                    label=f"{variant} s{run['seed']}",
-                )
-        ax.set_title(metric)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    for row, steps in zip(axes, lengths):
+        for ax, metric in zip(row, metrics):
+            for run in runs:
+                if run["steps"] == steps:
+                    ax.plot(
+                        [r["step"] for r in run["rows"] if metric in r],
+                        [r[metric] for r in run["rows"] if metric in r],
+                        color=colours.get(run["model"]),
+                        alpha=0.8,
+                        linestyle=["-", "--", ":", "-."][variants.index(run["variant"]) % 4],
+                        label=f"{run['variant']} s{run['seed']}",
+                    )
+            ax.set_title(f"{metric} ({steps} steps)")
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        row[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legends stand outside the plots
     plt.close(fig)
 
 
