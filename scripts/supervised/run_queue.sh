@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The supervised experiments, one process at a time (2 shared CPU cores), in priority order.
 # Each run checkpoints at every evaluation and every 10 minutes of training into
-# results/supervised/runs/<name>/checkpoint.pt (ignored by git; scripts/supervised/keep_checkpoints.sh commits
-# those of unfinished runs, so that a fresh checkout resumes them) and appends its output to
-# runs/<name>/train.log; re-running this script resumes every unfinished run and skips finished ones. A run
+# results/supervised/runs/<name>/checkpoint.pt (ignored by git) and appends its output to runs/<name>/train.log;
+# re-running this script resumes every unfinished run and skips finished ones. scripts/supervised/keep_checkpoints.sh
+# commits copies of the unfinished runs' checkpoints (results/supervised/resume/<name>.pt); in a fresh checkout this
+# script puts such a copy back into its run directory before it resumes the run. A run
 # locks its directory while it trains, so a second copy of this script (a second worker) skips the run the
 # first is training and takes the next one.
 # Launch from the repository root (once per worker):
@@ -16,8 +17,12 @@ cd "$(dirname "$0")/../.."  # the repository root (this script is in scripts/sup
 T="python scripts/train_supervised.py --threads 1 --no-progress"
 M=${MNIST_DIR:+--data-dir $MNIST_DIR}
 R=results/supervised/runs
+K=results/supervised/resume  # checkpoints kept by keep_checkpoints.sh
 run() {
   name=$1; shift
+  if [ ! -e $R/$name/checkpoint.pt ] && [ -e $K/$name.pt ]; then  # a fresh checkout: resume from the kept copy
+    mkdir -p $R/$name && cp $K/$name.pt $R/$name/.restore.pt && mv $R/$name/.restore.pt $R/$name/checkpoint.pt
+  fi
   # what train_supervised.py would do with these arguments: finished (nothing), busy (another worker trains it) or todo
   status=$($T --run-dir $R/$name "$@" --status 2>/dev/null)
   case $status in
