@@ -67,4 +67,13 @@ run copying-rim-cosine-s1  --task copying --model rim  --seed 1 --lr-schedule co
 run copying-lstm-cosine-s1 --task copying --model lstm --seed 1 --lr-schedule cosine
 run copying-rim-cosine-s2  --task copying --model rim  --seed 2 --lr-schedule cosine
 run copying-lstm-cosine-s2 --task copying --model lstm --seed 2 --lr-schedule cosine
+# Session 21: copying at the paper's size trained twice as long (cosine over 16,000 steps). At 8,000 steps the RIM's
+# seeds 1 and 2 stalled at the training gap (gap-50 CE ~0.1 per symbol from step ~4,000) while seed 0 went on to 0.013;
+# the RIM first (seeds 1, 2, then 0), then the LSTM 600 with the same schedule
+for s in 1 2 0; do
+  run copying-rim-u100-16k-s$s --task copying --model rim --seed $s --lr-schedule cosine --hp core.hidden_size=100 steps=16000
+done
+for s in 0 1 2; do
+  run copying-lstm-h600-16k-s$s --task copying --model lstm --seed $s --lr-schedule cosine --hp core.lstm_hidden_size=600 steps=16000
+done
 echo "=== $(date +%T) queue done"
