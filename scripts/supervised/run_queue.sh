@@ -53,7 +53,7 @@ for s in 0 1 2; do
 done
 run balls-rim-tf-s0 --task balls --model rim --seed 0 --hp options.closed_loop=false
 run balls-lstm-tf-s0 --task balls --model lstm --seed 0 --hp options.closed_loop=false
-# Sequential MNIST at the paper's sizes (RIM 6 x 100, k = 4, input values 400; LSTM 600), batch 128, cosine decay
+# Sequential MNIST at the paper's sizes (RIM 6 x 100, k = 4, input values 64 (paper: 400); LSTM 600), batch 128, cosine decay
 # over 5,000 steps (80 epochs of the 8k training images); ~4 s per step on one core here, ~6 h per run
 for s in 0 1 2; do
   run mnist-rim-u100-s$s $M --task mnist --model rim --seed $s --lr-schedule cosine \
