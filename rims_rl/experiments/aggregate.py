@@ -13,6 +13,7 @@ each evaluation, and :func:`transfer_runs` makes one :class:`Run` per zero-shot 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -426,6 +427,19 @@ class Aggregate:
     left_out: dict[str, str] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def _global_numpy_seed(seed: int):
+    """Seed NumPy's global generator inside the block, then put its state back. rliable's stratified bootstraps
+    draw their resamples with ``np.random.choice`` (rliable 1.2), so the ``random_state`` they are given does not
+    make their confidence intervals reproducible; this does."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict]:
     """IQM, median and mean with 95% stratified-bootstrap CIs (rliable, Agarwal et al. 2021).
 
@@ -441,9 +455,13 @@ def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: in
 
     warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
-    point, interval = rly.get_interval_estimates(
-        scores, lambda x: np.array([f(x) for f in funcs.values()]), reps=reps, random_state=np.random.RandomState(seed)
-    )
+    with _global_numpy_seed(seed):
+        point, interval = rly.get_interval_estimates(
+            scores,
+            lambda x: np.array([f(x) for f in funcs.values()]),
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
     return {
         a: {
             name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
@@ -510,12 +528,13 @@ def aggregate(
         improvement = None
         if treatment in members and baseline in members and treatment != baseline:
             key = f"{treatment},{baseline}"
-            p, ci = rly.get_interval_estimates(
-                {key: [scores[treatment], scores[baseline]]},
-                metrics.probability_of_improvement,
-                reps=reps,
-                random_state=np.random.RandomState(seed),
-            )
+            with _global_numpy_seed(seed):
+                p, ci = rly.get_interval_estimates(
+                    {key: [scores[treatment], scores[baseline]]},
+                    metrics.probability_of_improvement,
+                    reps=reps,
+                    random_state=np.random.RandomState(seed),
+                )
             low, high = np.ravel(ci[key])[:2]
             improvement = (treatment, baseline, float(np.ravel(p[key])[0]), float(low), float(high))
         method = {g: norms[g].method for g in included}

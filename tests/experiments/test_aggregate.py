@@ -14,6 +14,7 @@ from rims_rl.experiments.aggregate import (
     aggregate,
     collect_runs,
     group,
+    interval_estimates,
     normalisers,
     read_evaluations,
     relative_improvement,
@@ -118,6 +119,20 @@ def test_aggregate_iqm_cis_and_probability_of_improvement(runs_dir):
     t, b, p, lo, hi = minatar.improvement
     assert (t, b) == ("rim", "lstm") and p == pytest.approx((1 + 0.5 / 9) / 2) and lo <= p <= hi
     assert aggs["atari"].games == ["Pong"] and aggs["atari"].method == {"Pong": "human"}
+
+
+def test_bootstrap_cis_depend_on_the_seed_only_and_leave_numpys_generator_alone():
+    # rliable 1.2 draws its resamples from NumPy's global generator, not from the random_state it is given
+    rng = np.random.default_rng(3)
+    scores = {"a": rng.normal(size=(5, 4)), "b": rng.normal(size=(5, 4))}
+    np.random.seed(1)
+    first = interval_estimates(scores, reps=300, seed=0)
+    after = np.random.random()
+    np.random.seed(2)  # another global state: the same intervals for the same seed
+    assert interval_estimates(scores, reps=300, seed=0) == first
+    assert interval_estimates(scores, reps=300, seed=1) != first
+    np.random.seed(1)
+    assert np.random.random() == after  # the caller's generator is where it would be without the bootstrap
 
 
 def test_a_third_agent_with_fewer_seeds_is_left_out_not_the_compared_pair(runs_dir, tmp_path):
