@@ -13,7 +13,6 @@ each evaluation, and :func:`transfer_runs` makes one :class:`Run` per zero-shot 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
@@ -427,15 +426,28 @@ class Aggregate:
     left_out: dict[str, str] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _global_numpy_seed(seed: int):
-    """Seed NumPy's global generator inside the block, then put its state back. rliable's stratified bootstraps
-    draw their resamples with ``np.random.choice`` (rliable 1.2), so the ``random_state`` they are given does not
-    make their confidence intervals reproducible; this does."""
+def _bootstrap(score_dict: dict, func, reps: int, seed: int) -> tuple[dict, dict]:
+    """``rliable.library.get_interval_estimates`` with a bootstrap that depends on ``seed`` only.
+
+    rliable 1.2's stratified bootstraps draw their resamples with ``np.random.choice``, so the ``random_state``
+    they are given does not make their intervals reproducible: NumPy's global generator is seeded for the call
+    and its state put back after it.
+
+    :param score_dict: per key, what rliable takes (a ``[runs, tasks]`` array, or a list of them)
+    :param func: the statistic(s) of one resample
+    :param reps: bootstrap replications
+    :param seed: seed of the bootstrap
+    :return: rliable's ``(point_estimates, interval_estimates)``
+    """
+    import warnings
+
+    from rliable import library as rly
+
+    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        yield
+        return rly.get_interval_estimates(score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
     finally:
         np.random.set_state(state)
 
@@ -448,20 +460,10 @@ def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: in
     :param seed: seed of the bootstrap
     :return: ``{agent: {"IQM": (point, low, high), "median": ..., "mean": ...}}``
     """
-    import warnings
-
-    from rliable import library as rly
     from rliable import metrics
 
-    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     funcs = {"IQM": metrics.aggregate_iqm, "median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
-    with _global_numpy_seed(seed):
-        point, interval = rly.get_interval_estimates(
-            scores,
-            lambda x: np.array([f(x) for f in funcs.values()]),
-            reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
+    point, interval = _bootstrap(scores, lambda x: np.array([f(x) for f in funcs.values()]), reps, seed)
     return {
         a: {
             name: (float(point[a][i]), float(interval[a][0, i]), float(interval[a][1, i]))
@@ -498,12 +500,8 @@ def aggregate(
     :param agents: the labels compared (default: every label with a finished run); a variant run on some
         games only (an ablation) is left out, or it would leave out every game it was not run on
     """
-    import warnings
-
-    from rliable import library as rly
     from rliable import metrics
 
-    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, inside rliable
     grouped = group(runs)
     labels = sorted({r.label for r in runs if r.finished and (agents is None or r.label in agents)})
     pair = [a for a in (treatment, baseline) if a in labels]
@@ -528,13 +526,9 @@ def aggregate(
         improvement = None
         if treatment in members and baseline in members and treatment != baseline:
             key = f"{treatment},{baseline}"
-            with _global_numpy_seed(seed):
-                p, ci = rly.get_interval_estimates(
-                    {key: [scores[treatment], scores[baseline]]},
-                    metrics.probability_of_improvement,
-                    reps=reps,
-                    random_state=np.random.RandomState(seed),
-                )
+            p, ci = _bootstrap(
+                {key: [scores[treatment], scores[baseline]]}, metrics.probability_of_improvement, reps, seed
+            )
             low, high = np.ravel(ci[key])[:2]
             improvement = (treatment, baseline, float(np.ravel(p[key])[0]), float(low), float(high))
         method = {g: norms[g].method for g in included}
